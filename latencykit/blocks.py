@@ -1,0 +1,242 @@
+"""Static torch modules for every layer kind, and `build` for whole networks.
+
+The same modules serve profiling (one layer alone), whole-model validation, supernet extraction
+and export, so a table entry and the network it predicts run identical operators.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from latencykit.layers import (
+    LayerSpec,
+    attention_dims,
+    head_hidden,
+    mbconv_hidden,
+    mlp_hidden,
+    se_channels,
+)
+
+
+def activation(name: str) -> nn.Module:
+    return {"swish": nn.SiLU, "hswish": nn.Hardswish, "relu": nn.ReLU}[name]()
+
+
+class ConvBN(nn.Sequential):
+    """Convolution without bias, batch norm, optional activation."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1,
+                 act: str | None = "swish") -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        if act:
+            layers.append(activation(act))
+        super().__init__(*layers)
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        sq = se_channels(channels)
+        self.reduce = nn.Conv2d(channels, sq, 1)
+        self.expand = nn.Conv2d(sq, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.expand(torch.relu(self.reduce(s)))
+        return x * nn.functional.hardsigmoid(s)
+
+
+class Stem(ConvBN):
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(spec.cin, spec.cout, spec.kernel, spec.stride, act=spec.act)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand (skipped at ratio 1), kxk depthwise, optional SE, 1x1 project."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        hidden = mbconv_hidden(spec.cin, spec.expand)
+        self.expand = ConvBN(spec.cin, hidden, 1, act=spec.act) if hidden != spec.cin else nn.Identity()
+        self.depthwise = ConvBN(hidden, hidden, spec.kernel, spec.stride, groups=hidden, act=spec.act)
+        self.se = SqueezeExcite(hidden) if spec.se else nn.Identity()
+        self.project = ConvBN(hidden, spec.cout, 1, act=None)
+        self.residual = spec.stride == 1 and spec.cin == spec.cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + y if self.residual else y
+
+
+def unfold(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B * patch^2, H*W / patch^2, C): one sequence per pixel position in a patch."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 3, 5, 2, 4, 1).reshape(b * patch * patch, (h // patch) * (w // patch), c)
+
+
+def fold(tokens: torch.Tensor, patch: int, hw: int) -> torch.Tensor:
+    """Inverse of `unfold` for a square map of side `hw`."""
+    bp, n, c = tokens.shape
+    b, g = bp // (patch * patch), hw // patch
+    x = tokens.reshape(b, patch, patch, g, g, c).permute(0, 5, 3, 1, 4, 2)
+    return x.reshape(b, c, hw, hw)
+
+
+class MobileViTLocal(nn.Module):
+    """kxk conv for local context, 1x1 projection to the transformer width, then unfold into patches."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.local = ConvBN(spec.cin, spec.cin, spec.kernel, act=spec.act)
+        self.project = nn.Conv2d(spec.cin, spec.cout, 1, bias=False)
+        self.patch = spec.patch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return unfold(self.project(self.local(x)), self.patch)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, v_scale: int = 1) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.v_scale = heads, head_dim, max(v_scale, 1)
+        qk, v = heads * head_dim, heads * head_dim * self.v_scale
+        self.qkv = nn.Linear(dim, 2 * qk + v)
+        self.proj = nn.Linear(v, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h, d = self.heads, self.head_dim
+        q, k, v = self.qkv(x).split([h * d, h * d, h * d * self.v_scale], dim=-1)
+        q = q.reshape(b, n, h, d).transpose(1, 2)
+        k = k.reshape(b, n, h, d).transpose(1, 2)
+        v = v.reshape(b, n, h, d * self.v_scale).transpose(1, 2)
+        attn = torch.softmax((q * d**-0.5) @ k.transpose(-2, -1), dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm transformer layer: multi-head self-attention, then an MLP."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        dim = spec.cin
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, spec.heads, spec.head_dim, spec.v_scale)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = mlp_hidden(dim, spec.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), activation(spec.act), nn.Linear(hidden, dim))
+        assert attention_dims(spec)[0] == spec.heads * spec.head_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MobileViTFusion(nn.Module):
+    """LayerNorm, fold back to a map, 1x1 projection, concatenate with the block input, kxk fusion conv."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(spec.cin)
+        self.project = ConvBN(spec.cin, spec.cout, 1, act=spec.act)
+        self.fuse = ConvBN(2 * spec.cout, spec.cout, spec.kernel, act=spec.act)
+        self.patch, self.hw = spec.patch, spec.hw
+
+    def forward(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(fold(self.norm(tokens), self.patch, self.hw))
+        return self.fuse(torch.cat([x, y], dim=1))
+
+
+class MBPool(nn.Module):
+    """1x1 expansion, global average pool, linear classifier."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        hidden = head_hidden(spec)
+        self.expand = ConvBN(spec.cin, hidden, 1, act=spec.act)
+        self.classifier = nn.Linear(hidden, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.expand(x).mean((2, 3)))
+
+
+MODULES: dict[str, type[nn.Module]] = {
+    "stem": Stem,
+    "mbconv": MBConv,
+    "mvit_local": MobileViTLocal,
+    "transformer": TransformerLayer,
+    "mvit_fusion": MobileViTFusion,
+    "mbpool": MBPool,
+}
+
+
+def build_layer(spec: LayerSpec) -> nn.Module:
+    """The static module of one layer, in eval mode."""
+    return MODULES[spec.kind](spec).eval()
+
+
+def layer_inputs(spec: LayerSpec, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Example inputs of one layer run alone (a fixed seed, so exports are reproducible)."""
+    g = torch.Generator().manual_seed(0)
+    if spec.kind in ("transformer", "mvit_fusion"):
+        p2 = spec.patch**2
+        tokens = torch.randn(batch * p2, spec.hw**2 // p2, spec.cin, generator=g)
+        if spec.kind == "transformer":
+            return (tokens,)
+        return tokens, torch.randn(batch, spec.cout, spec.hw, spec.hw, generator=g)
+    return (torch.randn(batch, spec.cin, spec.hw, spec.hw, generator=g),)
+
+
+class MobileViTBlock(nn.Module):
+    """Local conv + unfold, transformer layers, fold + fusion with the block input."""
+
+    def __init__(self, local: nn.Module, layers: Sequence[nn.Module], fusion: nn.Module) -> None:
+        super().__init__()
+        self.local, self.layers, self.fusion = local, nn.Sequential(*layers), fusion
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fusion(self.layers(self.local(x)), x)
+
+
+class Network(nn.Module):
+    """A whole static network assembled from its layer list."""
+
+    def __init__(self, specs: Sequence[LayerSpec]) -> None:
+        super().__init__()
+        self.specs = tuple(specs)
+        self.body = nn.Sequential(*group_layers([build_layer(s) for s in specs], self.specs))
+        self.resolution = specs[0].hw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def group_layers(modules: list[nn.Module], specs: Sequence[LayerSpec]) -> list[nn.Module]:
+    """Wrap each run mvit_local, transformer..., mvit_fusion into a MobileViTBlock."""
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(specs):
+        if specs[i].kind == "mvit_local":
+            j = i + 1
+            while specs[j].kind == "transformer":
+                j += 1
+            if specs[j].kind != "mvit_fusion":
+                raise ValueError(f"layer {j} should close the MobileViT block opened at {i}")
+            out.append(MobileViTBlock(modules[i], modules[i + 1:j], modules[j]))
+            i = j + 1
+        else:
+            out.append(modules[i])
+            i += 1
+    return out
+
+
+def build(specs: Sequence[LayerSpec]) -> Network:
+    """The static network of a layer list (use `space.layers(arch)`), in eval mode."""
+    return Network(specs).eval()

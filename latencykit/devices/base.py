@@ -1,0 +1,46 @@
+"""The device contract: a transport that runs a model file, plus a description of where it ran."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    reason: str = ""
+
+
+class Device(ABC):
+    """Measures model files of one format.
+
+    `measure` runs `runs` back-to-back inferences of an opened model and returns their median in
+    milliseconds. Drift correction and statistics live in the profiling protocol, not here, so a
+    device only needs a transport (load, run, time) and, for remote runtimes, a parser.
+    """
+
+    name: str = ""
+    format: str = "onnx"
+    can_measure: bool = True
+
+    @abstractmethod
+    def check(self) -> Availability:
+        """Whether the device can measure now, or exactly why not."""
+
+    @abstractmethod
+    def describe(self) -> dict:
+        """Runtime versions, threads, CPU: stored with every table this device builds."""
+
+    @abstractmethod
+    def open(self, model: Path) -> Any:
+        """Load (or push) a model file; the handle goes to `measure` and `close`."""
+
+    @abstractmethod
+    def measure(self, handle: Any, runs: int) -> float:
+        """Median latency in ms of `runs` back-to-back inferences."""
+
+    def close(self, handle: Any) -> None:
+        """Release what `open` took (sessions, pushed files)."""

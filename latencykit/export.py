@@ -1,0 +1,84 @@
+"""Export torch modules to device file formats, cached by content so nothing is exported twice.
+
+ONNX uses the TorchScript exporter (`dynamo=False`): measured here it takes 0.03-0.17 s per module
+against 1.3-4 s for the dynamo exporter, and a table needs ~100 exports. It is deprecated in torch;
+its warning is silenced here, and the exporter name is part of the cache key so a switch re-exports.
+Other formats (TFLite, Core ML) register in `EXPORTERS` the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from latencykit.errors import LatencykitError
+from latencykit.registry import Registry
+
+ExportFn = Callable[[torch.nn.Module, tuple, Path], None]
+EXPORTERS: Registry[ExportFn] = Registry("export format")
+SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+ONNX_OPSET = 17
+
+
+def home() -> Path:
+    """latencykit's data folder: $LATENCYKIT_HOME, else ~/.latencykit."""
+    return Path(os.environ.get("LATENCYKIT_HOME", Path.home() / ".latencykit"))
+
+
+@EXPORTERS.register("onnx")
+def export_onnx(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
+    names = [f"input{i}" for i in range(len(inputs))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), inputs, str(path), dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=names, output_names=["output"], do_constant_folding=True)
+
+
+def content_key(fmt: str, module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> str:
+    """Hash of everything the exported file depends on: format, exporter, code, weights, shapes."""
+    h = hashlib.sha256()
+    h.update(f"{fmt}|torch={torch.__version__}|opset={ONNX_OPSET}|torchscript".encode())
+    h.update(repr(module).encode())
+    h.update(repr([tuple(t.shape) for t in inputs]).encode())
+    for name, tensor in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class ExportCache:
+    root: Path
+
+    def path(self, fmt: str, key: str) -> Path:
+        return self.root / fmt / key[:2] / (key + SUFFIX.get(fmt, "." + fmt))
+
+    def export(self, module: torch.nn.Module, inputs: tuple, fmt: str = "onnx") -> Path:
+        """The exported file for this module and inputs, exporting only on a cache miss."""
+        exporter = EXPORTERS.get(fmt)
+        target = self.path(fmt, content_key(fmt, module, inputs))
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            tmp_path = Path(tmp) / target.name
+            try:
+                with torch.no_grad():
+                    exporter(module, inputs, tmp_path)
+            except Exception as exc:
+                raise LatencykitError(f"{fmt} export failed: {type(exc).__name__}: {exc}") from exc
+            os.replace(tmp_path, target)  # atomic: a reader never sees half a file
+        return target
+
+
+def default_cache() -> ExportCache:
+    return ExportCache(home() / "exports")
+
+

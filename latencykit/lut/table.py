@@ -1,0 +1,158 @@
+"""Per-device lookup tables: one row per distinct layer, stored as Parquet with metadata.
+
+Every latency states where it came from in the `source` column: measured, predicted or imported.
+Entries are stored in milliseconds at the time of profiling; `ratio` is the same figure divided by
+the reference block measured in the same rounds, which is what survives drift between sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from latencykit import __version__
+from latencykit.errors import TableError
+from latencykit.export import home
+from latencykit.layers import LayerSpec
+
+FORMAT_VERSION = 1
+META_KEY = b"latencykit"
+SOURCES = ("measured", "predicted", "imported")
+SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
+STAT_COLUMNS = ["latency_ms", "q1_ms", "q3_ms", "cv", "runs", "raw_ms", "ratio", "source"]
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    device: str
+    space: str
+    space_digest: str
+    mode: str = "isolated"
+    device_info: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    created: str = ""
+    latencykit_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def default_path(device: str, space: str) -> Path:
+    return home() / "tables" / device / f"{space}.parquet"
+
+
+class LatencyTable:
+    """A table's rows (a DataFrame indexed by layer key) and its metadata."""
+
+    def __init__(self, meta: TableMeta, rows: pd.DataFrame) -> None:
+        missing = set(SPEC_COLUMNS + ["key", "latency_ms", "source"]) - set(rows.columns)
+        if missing:
+            raise TableError(f"table rows lack column(s): {', '.join(sorted(missing))}")
+        bad = set(rows["source"]) - set(SOURCES)
+        if bad:
+            raise TableError(f"table has unknown source(s) {sorted(bad)}; expected {SOURCES}")
+        self.meta = meta
+        self.rows = rows.set_index("key", drop=False)
+
+    @classmethod
+    def from_entries(cls, meta: TableMeta, specs: Iterable[LayerSpec], stats: Iterable[dict]) -> "LatencyTable":
+        records = [{"key": s.key, **asdict(s), **st} for s, st in zip(specs, stats)]
+        df = pd.DataFrame.from_records(records)
+        for col in STAT_COLUMNS:
+            if col not in df:
+                df[col] = float("nan") if col != "source" else "measured"
+        return cls(meta if meta.created else replace(meta, created=now()), df)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __contains__(self, spec: LayerSpec) -> bool:
+        return spec.key in self.rows.index
+
+    def latency(self, spec: LayerSpec) -> float:
+        try:
+            return float(self.rows.at[spec.key, "latency_ms"])
+        except KeyError:
+            raise TableError(f"layer {spec.key} is not in the {self.meta.device}/{self.meta.space} table") from None
+
+    def specs(self) -> list[LayerSpec]:
+        return [LayerSpec(**{c: _py(r[c]) for c in SPEC_COLUMNS}) for r in self.rows.to_dict("records")]
+
+    def check(self, device: str | None = None, space: "object | None" = None) -> "LatencyTable":
+        """Refuse a table built for another device or space (or another version of the space)."""
+        if device is not None and device != self.meta.device:
+            raise TableError(f"this table was built for device {self.meta.device!r}, not {device!r}")
+        if space is not None:
+            name, digest = getattr(space, "name"), getattr(space, "digest")
+            if name != self.meta.space:
+                raise TableError(f"this table was built for space {self.meta.space!r}, not {name!r}")
+            if digest != self.meta.space_digest:
+                raise TableError(f"space {name!r} has changed since this table was built "
+                                 f"(digest {self.meta.space_digest} vs {digest}); profile it again")
+        return self
+
+    def write(self, path: str | Path) -> Path:
+        """Write atomically: a reader sees the old file or the new one, never half of one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(self.rows.reset_index(drop=True), preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[META_KEY] = json.dumps(asdict(self.meta)).encode()
+        table = table.replace_schema_metadata(meta)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> "LatencyTable":
+        path = Path(path)
+        if not path.exists():
+            raise TableError(f"no table at {path}")
+        try:
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(META_KEY)
+            if raw is None:
+                raise TableError(f"{path} is a Parquet file but not a latencykit table")
+            meta_dict = json.loads(raw)
+        except TableError:
+            raise
+        except Exception as exc:
+            raise TableError(f"{path} is corrupt or truncated ({type(exc).__name__}); "
+                             "delete it and profile again") from None
+        if meta_dict.get("format_version", 0) > FORMAT_VERSION:
+            raise TableError(f"{path} was written by a newer latencykit (table format "
+                             f"{meta_dict['format_version']}); upgrade latencykit")
+        known = {f.name for f in fields(TableMeta)}
+        meta = TableMeta(**{k: v for k, v in meta_dict.items() if k in known})
+        return cls(meta, table.to_pandas())
+
+    def summary(self) -> dict:
+        counts = self.rows["source"].value_counts().to_dict()
+        return {"device": self.meta.device, "space": self.meta.space, "mode": self.meta.mode,
+                "entries": len(self), "sources": counts, "created": self.meta.created,
+                "reference": self.meta.reference, "total_ms": float(self.rows["latency_ms"].sum())}
+
+
+def _py(value: object) -> object:
+    return value.item() if hasattr(value, "item") else value

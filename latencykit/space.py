@@ -1,0 +1,502 @@
+"""Search spaces: loaded from data files, they list their choices per stage.
+
+A space turns an architecture into its layers, counts params and FLOPs, samples, validates and
+enumerates every distinct layer it can produce. Internally an architecture is also a gene vector
+(one choice index per decision), and the network is cut into *slots*: a slot is a short run of
+layers that depends on a handful of genes only. Precomputing a value per slot and gene combination
+(latency, params, FLOPs) makes scoring many architectures a few vectorised gathers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from latencykit.arch import PER_LAYER_FIELDS, Arch, StageArch
+from latencykit.errors import ArchitectureError, LatencykitError
+from latencykit.layers import LayerSpec
+from latencykit.registry import Registry
+
+
+@dataclass(frozen=True)
+class StemSpec:
+    widths: tuple[int, ...]
+    kernel: int = 3
+    stride: int = 2
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage's choices. Per-layer fields left empty are not searched by this stage."""
+
+    name: str
+    kind: str
+    widths: tuple[int, ...]
+    depths: tuple[int, ...]
+    stride: int
+    optional: bool = False
+    expand: tuple[float, ...] = ()
+    kernel: tuple[int, ...] = ()
+    heads: tuple[int, ...] = ()
+    mlp_ratio: tuple[float, ...] = ()
+    v_scale: tuple[int, ...] = ()
+    se: bool = False
+    head_dim: int = 0
+    patch: int = 0
+    downsample_expand: float = 0.0
+    local_kernel: int = 3
+
+    @property
+    def layer_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in PER_LAYER_FIELDS if getattr(self, f))
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    kind: str = "mbpool"
+    expand: float = 6.0
+    hidden: int = 0
+    classes: int = 1000
+
+
+@dataclass(frozen=True)
+class Gene:
+    name: str
+    choices: tuple
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A run of layers whose specs depend on the genes `deps` only; one layer tuple per combination."""
+
+    name: str
+    deps: tuple[int, ...]
+    dims: tuple[int, ...]
+    layers: tuple[tuple[LayerSpec, ...], ...]
+
+
+# ----- stage kinds: how a stage's choices become layers -------------------------------------------
+
+class MBConvStage:
+    """Inverted-residual layers; the first one changes width and applies the stride."""
+
+    first_layer_takes_cin = True
+
+    @staticmethod
+    def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
+        return []
+
+    @staticmethod
+    def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
+        first = j == 0
+        return LayerSpec("mbconv", hw if first else hw // st.stride, cin if first else width, width,
+                         stride=st.stride if first else 1, kernel=v["kernel"], expand=v["expand"],
+                         se=st.se, act=act)
+
+    @staticmethod
+    def post(st: StageSpec, hw: int, width: int, act: str) -> list[LayerSpec]:
+        return []
+
+
+class MobileViTStage:
+    """An MBConv downsample, then a MobileViT block: local conv, `depth` transformer layers, fusion."""
+
+    first_layer_takes_cin = False
+
+    @staticmethod
+    def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
+        out = hw // st.stride
+        return [LayerSpec("mbconv", hw, cin, width, stride=st.stride, kernel=3,
+                          expand=st.downsample_expand, act=act),
+                LayerSpec("mvit_local", out, width, width, kernel=st.local_kernel, patch=st.patch, act=act)]
+
+    @staticmethod
+    def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
+        return LayerSpec("transformer", hw // st.stride, width, width, heads=v["heads"],
+                         head_dim=st.head_dim, mlp_ratio=v["mlp_ratio"], v_scale=v.get("v_scale", 0),
+                         patch=st.patch, act=act)
+
+    @staticmethod
+    def post(st: StageSpec, hw: int, width: int, act: str) -> list[LayerSpec]:
+        return [LayerSpec("mvit_fusion", hw // st.stride, width, width, kernel=st.local_kernel,
+                          patch=st.patch, act=act)]
+
+
+STAGE_KINDS = {"mbconv": MBConvStage, "mvit": MobileViTStage}
+REQUIRED_FIELDS = {"mbconv": ("expand", "kernel"), "mvit": ("heads", "mlp_ratio")}
+
+
+# ----- the space ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    resolution: tuple[int, ...]
+    stem: StemSpec
+    stages: tuple[StageSpec, ...]
+    head: HeadSpec
+    act: str = "swish"
+    description: str = ""
+    notes: tuple[str, ...] = ()
+    paper: dict = field(default_factory=dict, compare=False, hash=False)
+    digest: str = ""
+
+    # -- loading -----------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "<dict>") -> "SearchSpace":
+        try:
+            stages = tuple(StageSpec(**{k: _tuple(v) for k, v in s.items()}) for s in data["stages"])
+            space = cls(
+                name=data["name"],
+                resolution=tuple(sorted(data["resolution"])),
+                stem=StemSpec(**{k: _tuple(v) for k, v in data["stem"].items()}),
+                stages=tuple(_sorted_stage(s) for s in stages),
+                head=HeadSpec(**data.get("head", {})),
+                act=data.get("act", "swish"),
+                description=data.get("description", ""),
+                notes=tuple(data.get("notes", ())),
+                paper=data.get("paper", {}),
+                digest=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LatencykitError(f"space file {origin} is malformed: {type(exc).__name__}: {exc}") from None
+        space._check(origin)
+        return space
+
+    def _check(self, origin: str) -> None:
+        seen_optional = False
+        for st in self.stages:
+            if st.kind not in STAGE_KINDS:
+                raise LatencykitError(f"space file {origin}: stage {st.name} has unknown kind {st.kind!r}")
+            missing = [f for f in REQUIRED_FIELDS[st.kind] if not getattr(st, f)]
+            if missing:
+                raise LatencykitError(f"space file {origin}: stage {st.name} lists no {', '.join(missing)}")
+            if seen_optional and not st.optional:
+                raise LatencykitError(f"space file {origin}: only trailing stages may be optional")
+            seen_optional |= st.optional
+        total = self.stem.stride * math.prod(s.stride for s in self.stages)
+        for r in self.resolution:
+            if r % total:
+                raise LatencykitError(f"space file {origin}: resolution {r} is not divisible by {total}")
+
+    # -- genes ---------------------------------------------------------------------------------------
+    @cached_property
+    def genes(self) -> tuple[Gene, ...]:
+        genes = [Gene("resolution", self.resolution), Gene("stem", self.stem.widths)]
+        for st in self.stages:
+            genes.append(Gene(f"{st.name}.width", st.widths))
+            genes.append(Gene(f"{st.name}.depth", ((0,) if st.optional else ()) + st.depths))
+            for j in range(max(st.depths)):
+                genes += [Gene(f"{st.name}.{f}[{j}]", getattr(st, f)) for f in st.layer_fields]
+        return tuple(genes)
+
+    @cached_property
+    def gene_index(self) -> dict[str, int]:
+        return {g.name: i for i, g in enumerate(self.genes)}
+
+    @cached_property
+    def cardinality(self) -> np.ndarray:
+        return np.array([len(g.choices) for g in self.genes], dtype=np.int64)
+
+    def encode(self, arch: Arch) -> np.ndarray:
+        """Gene vector of a valid architecture (unused genes are 0)."""
+        self.validate(arch)
+        gi, out = self.gene_index, np.zeros(len(self.genes), dtype=np.int64)
+
+        def put(name: str, value: object) -> None:
+            out[gi[name]] = self.genes[gi[name]].choices.index(value)
+
+        put("resolution", arch.resolution)
+        put("stem", arch.stem)
+        for st, sa in zip(self.stages, arch.stages):
+            put(f"{st.name}.width", sa.width)
+            put(f"{st.name}.depth", sa.depth)
+            for f in st.layer_fields:
+                for j, value in enumerate(getattr(sa, f)):
+                    put(f"{st.name}.{f}[{j}]", value)
+        return out
+
+    def decode(self, genes: Sequence[int]) -> Arch:
+        values = [g.choices[int(i)] for g, i in zip(self.genes, genes)]
+        gi = self.gene_index
+        stages = []
+        for st in self.stages:
+            depth = values[gi[f"{st.name}.depth"]]
+            if depth == 0:
+                break
+            per_layer = {f: tuple(values[gi[f"{st.name}.{f}[{j}]"]] for j in range(depth))
+                         for f in st.layer_fields}
+            stages.append(StageArch(values[gi[f"{st.name}.width"]], depth, **per_layer))
+        return Arch(values[0], values[1], tuple(stages))
+
+    def canonical(self, genes: np.ndarray) -> np.ndarray:
+        """Zero the genes an architecture does not use, so equal architectures have equal genes."""
+        genes = np.array(genes, dtype=np.int64, copy=True)
+        single = genes.ndim == 1
+        g2 = np.atleast_2d(genes)
+        present = np.ones(len(g2), dtype=bool)
+        gi = self.gene_index
+        for st in self.stages:
+            dgene = gi[f"{st.name}.depth"]
+            depth = np.asarray(self.genes[dgene].choices)[g2[:, dgene]]
+            if st.optional:
+                present &= depth > 0
+                g2[~present, dgene] = 0
+                g2[~present, gi[f"{st.name}.width"]] = 0
+            for j in range(max(st.depths)):
+                used = present & (depth > j)
+                for f in st.layer_fields:
+                    g2[~used, gi[f"{st.name}.{f}[{j}]"]] = 0
+        return g2[0] if single else g2
+
+    # -- slots ---------------------------------------------------------------------------------------
+    def stage_hw(self, resolution: int, i: int) -> int:
+        """Input resolution of stage i (after the stem and every earlier stage)."""
+        return resolution // self.stem.stride // math.prod(s.stride for s in self.stages[:i])
+
+    @cached_property
+    def slots(self) -> tuple[Slot, ...]:
+        gi, act = self.gene_index, self.act
+        optional = [st for st in self.stages if st.optional]
+
+        def present(v: dict, i: int) -> bool:
+            return all(v[f"{s.name}.depth"] > 0 for s in self.stages[: i + 1] if s.optional)
+
+        slots = [self._slot("stem", ["resolution", "stem"], lambda v: [
+            LayerSpec("stem", v["resolution"], 3, v["stem"], stride=self.stem.stride,
+                      kernel=self.stem.kernel, act=act)])]
+        for i, st in enumerate(self.stages):
+            kind = STAGE_KINDS[st.kind]
+            prev = "stem" if i == 0 else f"{self.stages[i - 1].name}.width"
+            pres = [f"{s.name}.depth" for s in self.stages[: i + 1] if s.optional]
+            w, d = f"{st.name}.width", f"{st.name}.depth"
+
+            def pre(v: dict, i: int = i, st: StageSpec = st, kind=kind, prev=prev, w=w) -> list:
+                if not present(v, i):
+                    return []
+                return kind.pre(st, self.stage_hw(v["resolution"], i), v[prev], v[w], act)
+
+            def post(v: dict, i: int = i, st: StageSpec = st, kind=kind, w=w) -> list:
+                if not present(v, i):
+                    return []
+                return kind.post(st, self.stage_hw(v["resolution"], i), v[w], act)
+
+            slots.append(self._slot(f"{st.name}.pre", ["resolution", prev, w, *pres], pre))
+            for j in range(max(st.depths)):
+                fields_j = [f"{st.name}.{f}[{j}]" for f in st.layer_fields]
+                deps = ["resolution", w, d, *fields_j, *pres]
+                if j == 0 and kind.first_layer_takes_cin:
+                    deps.insert(1, prev)
+
+                def layer(v: dict, i: int = i, j: int = j, st: StageSpec = st, kind=kind, prev=prev,
+                          w=w, d=d, fields_j=fields_j) -> list:
+                    if not present(v, i) or v[d] <= j:
+                        return []
+                    choice = {f: v[n] for f, n in zip(st.layer_fields, fields_j)}
+                    cin = v[prev] if prev in v else v[w]
+                    return [kind.layer(st, j, self.stage_hw(v["resolution"], i), cin, v[w], choice, act)]
+
+                slots.append(self._slot(f"{st.name}.layer{j}", deps, layer))
+            slots.append(self._slot(f"{st.name}.post", ["resolution", w, *pres], post))
+
+        last_fixed = max(i for i, st in enumerate(self.stages) if not st.optional)
+        tail = list(range(last_fixed, len(self.stages)))
+        head_deps = ["resolution", *[f"{self.stages[i].name}.width" for i in tail],
+                     *[f"{st.name}.depth" for st in optional]]
+
+        def head(v: dict) -> list:
+            last = max(i for i in tail if present(v, i))
+            st = self.stages[last]
+            return [LayerSpec(self.head.kind, self.stage_hw(v["resolution"], last + 1), v[f"{st.name}.width"],
+                              self.head.classes, expand=self.head.expand, hidden=self.head.hidden, act=act)]
+
+        slots.append(self._slot("head", head_deps, head))
+        return tuple(s for s in slots if any(s.layers))
+
+    def _slot(self, name: str, deps: list[str], emit: Callable[[dict], list[LayerSpec]]) -> Slot:
+        deps = list(dict.fromkeys(deps))
+        idx = tuple(self.gene_index[n] for n in deps)
+        choices = [self.genes[i].choices for i in idx]
+        layers = tuple(tuple(emit(dict(zip(deps, combo)))) for combo in itertools.product(*choices))
+        return Slot(name, idx, tuple(len(c) for c in choices), layers)
+
+    @cached_property
+    def _gather(self) -> tuple[np.ndarray, np.ndarray]:
+        """(genes x slots multiplier matrix, slot offsets) turning gene rows into flat slot indices."""
+        mult = np.zeros((len(self.genes), len(self.slots)), dtype=np.int64)
+        offsets, total = [], 0
+        for s, slot in enumerate(self.slots):
+            strides = np.cumprod((slot.dims[1:] + (1,))[::-1])[::-1]
+            mult[list(slot.deps), s] = strides
+            offsets.append(total)
+            total += len(slot.layers)
+        return mult, np.array(offsets, dtype=np.int64)
+
+    def slot_values(self, value: Callable[[LayerSpec], float]) -> np.ndarray:
+        """One flat array: for every slot and gene combination, the sum of `value` over its layers."""
+        return np.array([sum(value(l) for l in layers) for slot in self.slots for layers in slot.layers],
+                        dtype=np.float64)
+
+    def slot_index(self, genes: np.ndarray) -> np.ndarray:
+        """(n, slots) indices into `slot_values` arrays for a batch of gene rows."""
+        mult, offsets = self._gather
+        return np.atleast_2d(genes) @ mult + offsets
+
+    def evaluate(self, values: np.ndarray, genes: np.ndarray) -> np.ndarray:
+        """Vectorised sum over slots: `values` from `slot_values`, one result per gene row."""
+        return values[self.slot_index(genes)].sum(axis=1)
+
+    # -- what a user asks of a space ----------------------------------------------------------------
+    def layers(self, arch: Arch) -> list[LayerSpec]:
+        """The architecture's layers in network order."""
+        flat = self.slot_index(self.encode(arch))[0]
+        mult, offsets = self._gather
+        out: list[LayerSpec] = []
+        for s, slot in enumerate(self.slots):
+            out.extend(slot.layers[flat[s] - offsets[s]])
+        return out
+
+    def distinct_layers(self) -> list[LayerSpec]:
+        """Every distinct layer any architecture of the space contains, in a stable order."""
+        seen: dict[LayerSpec, None] = {}
+        for slot in self.slots:
+            for layers in slot.layers:
+                seen.update(dict.fromkeys(layers))
+        return list(seen)
+
+    def params(self, arch: Arch) -> int:
+        return sum(l.params for l in self.layers(arch))
+
+    def flops(self, arch: Arch) -> int:
+        """Multiply-accumulates of one inference (see latencykit.layers for the convention)."""
+        return sum(l.flops for l in self.layers(arch))
+
+    @cached_property
+    def params_values(self) -> np.ndarray:
+        return self.slot_values(lambda l: l.params)
+
+    @cached_property
+    def flops_values(self) -> np.ndarray:
+        return self.slot_values(lambda l: l.flops)
+
+    def sample_genes(self, n: int, rng: np.random.Generator | int | None = None) -> np.ndarray:
+        """`n` random architectures as canonical gene rows (uniform per decision)."""
+        rng = np.random.default_rng(rng)
+        return self.canonical(rng.integers(0, self.cardinality, size=(n, len(self.genes))))
+
+    def sample(self, seed: int | np.random.Generator | None = None) -> Arch:
+        return self.decode(self.sample_genes(1, seed)[0])
+
+    def smallest(self) -> Arch:
+        return self.decode(np.zeros(len(self.genes), dtype=np.int64))
+
+    def largest(self) -> Arch:
+        return self.decode(self.cardinality - 1)
+
+    def size(self) -> int:
+        """Exact number of distinct architectures."""
+        def stage_count(st: StageSpec) -> int:
+            per_layer = math.prod(len(getattr(st, f)) for f in st.layer_fields)
+            return len(st.widths) * sum(per_layer**d for d in st.depths)
+
+        tail = 1
+        for st in reversed(self.stages):
+            tail = stage_count(st) * tail + (1 if st.optional else 0)
+        return len(self.resolution) * len(self.stem.widths) * tail
+
+    def validate(self, arch: Arch) -> Arch:
+        """Raise ArchitectureError naming the first offending field; return the architecture."""
+        def check(name: str, value: object, choices: Iterable) -> None:
+            choices = tuple(choices)
+            if value not in choices:
+                raise ArchitectureError(f"{self.name}: {name} = {value!r} is not one of "
+                                        f"{', '.join(map(_num, choices))}")
+
+        if not isinstance(arch, Arch):
+            raise ArchitectureError(f"{self.name}: expected an Arch, got {type(arch).__name__}")
+        check("resolution", arch.resolution, self.resolution)
+        check("stem", arch.stem, self.stem.widths)
+        fixed = sum(not s.optional for s in self.stages)
+        if not fixed <= len(arch.stages) <= len(self.stages):
+            raise ArchitectureError(f"{self.name}: stages has {len(arch.stages)} entries; "
+                                    f"the space has {fixed} to {len(self.stages)} stages")
+        for st, sa in zip(self.stages, arch.stages):
+            check(f"{st.name}.width", sa.width, st.widths)
+            check(f"{st.name}.depth", sa.depth, st.depths)
+            for f in PER_LAYER_FIELDS:
+                values = getattr(sa, f)
+                if f not in st.layer_fields:
+                    if values:
+                        raise ArchitectureError(f"{self.name}: {st.name}.{f} is not searched in this stage")
+                    continue
+                if len(values) != sa.depth:
+                    raise ArchitectureError(f"{self.name}: {st.name}.{f} has {len(values)} values "
+                                            f"for depth {sa.depth}")
+                for j, value in enumerate(values):
+                    check(f"{st.name}.{f}[{j}]", value, getattr(st, f))
+        return arch
+
+    def summary(self) -> dict:
+        """Size and params/FLOPs range (over the smallest and largest architectures)."""
+        lo, hi = self.smallest(), self.largest()
+        return {"space": self.name, "architectures": self.size(), "distinct_layers": len(self.distinct_layers()),
+                "params_min": self.params(lo), "params_max": self.params(hi),
+                "flops_min": self.flops(lo), "flops_max": self.flops(hi), "paper": self.paper}
+
+
+def _tuple(value: object) -> object:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _num(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _sorted_stage(st: StageSpec) -> StageSpec:
+    changes = {f.name: tuple(sorted(getattr(st, f.name))) for f in fields(st)
+               if isinstance(getattr(st, f.name), tuple)}
+    changes.update({f: tuple(float(v) for v in changes[f]) for f in ("expand", "mlp_ratio")})
+    return replace(st, **changes)
+
+
+# ----- the registry of spaces ---------------------------------------------------------------------
+
+SPACES: Registry[Callable[[], dict]] = Registry("space", "latencykit.spaces")
+"""name -> a callable returning the space's definition (a dict). Plugins register the same way."""
+
+
+def _builtin(path: Path) -> Callable[[], dict]:
+    return lambda: json.loads(path.read_text())
+
+
+for _path in sorted(Path(str(resources.files("latencykit") / "spaces")).glob("*.json")):
+    SPACES.add(_path.stem, _builtin(_path))
+
+
+_CACHE: dict[str, SearchSpace] = {}
+
+
+def load_space(name: str) -> SearchSpace:
+    """A registered space by name, or a space file by path."""
+    if name in _CACHE:
+        return _CACHE[name]
+    path = Path(name)
+    if name.endswith(".json") and path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LatencykitError(f"cannot read space file {path}: {exc}") from None
+        space = SearchSpace.from_dict(data, str(path))
+    else:
+        space = SearchSpace.from_dict(SPACES.get(name)(), name)
+    _CACHE[name] = space
+    return space
