@@ -6,6 +6,7 @@ and export, so a table entry and the network it predicts run identical operators
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -81,10 +82,11 @@ def unfold(x: torch.Tensor, patch: int) -> torch.Tensor:
     return x.permute(0, 3, 5, 2, 4, 1).reshape(b * patch * patch, (h // patch) * (w // patch), c)
 
 
-def fold(tokens: torch.Tensor, patch: int, hw: int) -> torch.Tensor:
-    """Inverse of `unfold` for a square map of side `hw`."""
+def fold(tokens: torch.Tensor, patch: int) -> torch.Tensor:
+    """Inverse of `unfold` for a square map (its side follows from the token count)."""
     bp, n, c = tokens.shape
-    b, g = bp // (patch * patch), hw // patch
+    b, g = bp // (patch * patch), math.isqrt(n)
+    hw = g * patch
     x = tokens.reshape(b, patch, patch, g, g, c).permute(0, 5, 3, 1, 4, 2)
     return x.reshape(b, c, hw, hw)
 
@@ -147,10 +149,10 @@ class MobileViTFusion(nn.Module):
         self.norm = nn.LayerNorm(spec.cin)
         self.project = ConvBN(spec.cin, spec.cout, 1, act=spec.act)
         self.fuse = ConvBN(2 * spec.cout, spec.cout, spec.kernel, act=spec.act)
-        self.patch, self.hw = spec.patch, spec.hw
+        self.patch = spec.patch
 
     def forward(self, tokens: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(fold(self.norm(tokens), self.patch, self.hw))
+        y = self.project(fold(self.norm(tokens), self.patch))
         return self.fuse(torch.cat([x, y], dim=1))
 
 
