@@ -82,3 +82,6 @@ def default_cache() -> ExportCache:
     return ExportCache(home() / "exports")
 
 
+
+# TFLite and Core ML exporters register themselves (heavy libraries load only when used).
+from latencykit.devices import exporters as _exporters  # noqa: E402,F401

@@ -41,3 +41,8 @@ def require(device: Device) -> Device:
 
 
 __all__ = ["DEVICES", "Availability", "Device", "HostOnnxDevice", "get_device", "require"]
+
+# Device plugins (issue 4): exporters for tflite/coreml, then every catalogued device.
+from latencykit.devices import catalogue as _catalogue, exporters as _exporters  # noqa: E402,F401
+
+_catalogue.register_all(DEVICES)

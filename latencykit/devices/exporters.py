@@ -1,0 +1,125 @@
+"""TFLite and Core ML exporters, registered in `latencykit.export.EXPORTERS` next to ONNX.
+
+Both are cached by content through `ExportCache`, like ONNX. Each export is checked before it is
+cached: a TFLite file is run with the LiteRT interpreter and must match the torch output; a Core ML
+package is checked for structure everywhere (an ML program whose inputs and outputs have the torch
+shapes) and for outputs only on macOS, the one place its runtime exists. The converters are heavy,
+so they are imported only when a file of their format is first asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latencykit.devices.quiet import silenced
+from latencykit.errors import LatencykitError
+from latencykit.export import EXPORTERS
+
+# TFLite runs fp32 (XNNPACK); Core ML ML programs compute in fp16 by default, as on an iPhone.
+TFLITE_TOLERANCE = 1e-3
+COREML_TOLERANCE = 5e-2
+COREML_TARGET = "iOS16"
+
+
+class ExportCheckError(LatencykitError):
+    """An exported file that does not compute what the torch module computes."""
+
+
+def _missing(extra: str, exc: ImportError) -> LatencykitError:
+    return LatencykitError(f"{extra} export needs its extra: pip install 'latencykit[{extra}]' ({exc})")
+
+
+def torch_outputs(module: torch.nn.Module, inputs: tuple) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = module.eval()(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return [o.detach().cpu().numpy() for o in outs]
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """Largest absolute difference, relative to the reference's magnitude (at least 1)."""
+    if got.shape != want.shape:
+        return float("inf")
+    return float(np.abs(got - want).max() / max(1.0, float(np.abs(want).max())))
+
+
+@EXPORTERS.register("tflite")
+def export_tflite(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
+    """litert-torch conversion (fp32), then a check against torch with the LiteRT interpreter."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    try:
+        import litert_torch
+    except ImportError as exc:
+        raise _missing("tflite", exc) from exc
+    with silenced():
+        edge = litert_torch.convert(module.eval(), inputs)
+        edge.export(str(path))
+    check_tflite(path, module, inputs)
+
+
+def check_tflite(path: Path, module: torch.nn.Module, inputs: tuple) -> float:
+    """The file's relative error against torch on `inputs`; raises above TFLITE_TOLERANCE."""
+    from latencykit.devices.litert import run_tflite
+
+    got = run_tflite(path, [t.numpy() for t in inputs])
+    want = torch_outputs(module, inputs)
+    if len(got) != len(want):
+        raise ExportCheckError(f"{path.name}: {len(got)} outputs, torch has {len(want)}")
+    err = max(relative_error(g, w) for g, w in zip(got, want))
+    if not err <= TFLITE_TOLERANCE:
+        raise ExportCheckError(f"{path.name}: LiteRT output differs from torch (relative error {err:.2g})")
+    return err
+
+
+@EXPORTERS.register("coreml")
+def export_coreml(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
+    """coremltools from a `torch.export` program (ATen dialect) to an ML program package."""
+    try:
+        import coremltools as ct
+    except ImportError as exc:
+        raise _missing("coreml", exc) from exc
+    program = torch.export.export(module.eval(), inputs).run_decompositions({})
+    with silenced():
+        model = ct.convert(program, convert_to="mlprogram",
+                           minimum_deployment_target=getattr(ct.target, COREML_TARGET))
+        model.save(str(path))
+    check_coreml(path, module, inputs)
+
+
+def check_coreml(path: Path, module: torch.nn.Module, inputs: tuple) -> dict:
+    """Structure everywhere: an ML program whose inputs have the torch shapes and whose outputs
+    have the torch count (and shapes, where the spec records them). Outputs too on macOS."""
+    import coremltools as ct
+
+    with silenced():
+        spec = ct.utils.load_spec(str(path))
+    kind = spec.WhichOneof("Type")
+    if kind != "mlProgram":
+        raise ExportCheckError(f"{path.name}: a Core ML {kind}, expected an ML program")
+    desc = spec.description
+    want = torch_outputs(module, inputs)
+    shapes_in = [tuple(i.type.multiArrayType.shape) for i in desc.input]
+    if shapes_in != [tuple(t.shape) for t in inputs]:
+        raise ExportCheckError(f"{path.name}: inputs {shapes_in}, torch has {[tuple(t.shape) for t in inputs]}")
+    if len(desc.output) != len(want):
+        raise ExportCheckError(f"{path.name}: {len(desc.output)} outputs, torch has {len(want)}")
+    for out, ref in zip(desc.output, want):
+        shape = tuple(out.type.multiArrayType.shape)
+        if shape and shape != ref.shape:
+            raise ExportCheckError(f"{path.name}: output {out.name} has shape {shape}, torch {ref.shape}")
+    info = {"inputs": [i.name for i in desc.input], "outputs": [o.name for o in desc.output],
+            "spec_version": spec.specificationVersion}
+    if platform.system() == "Darwin":  # the Core ML runtime exists only on macOS
+        model = ct.models.MLModel(str(path))
+        feeds = {i.name: t.numpy() for i, t in zip(desc.input, inputs)}
+        pred = model.predict(feeds)
+        err = max(relative_error(np.asarray(pred[o.name]), ref) for o, ref in zip(desc.output, want))
+        if not err <= COREML_TOLERANCE:
+            raise ExportCheckError(f"{path.name}: Core ML output differs from torch (relative error {err:.2g})")
+        info["relative_error"] = err
+    return info
