@@ -23,7 +23,7 @@ _STATS = re.compile(r"count=(\d+)(?:\s+first=" + _NUM + r")?(?:\s+curr=" + _NUM 
                     + r"(?:\s+std=" + _NUM + r")?")
 _TIMINGS = re.compile(r"Timings \(microseconds\):\s*(.*)")
 _AVERAGE = re.compile(r"Average inference timings in us:\s*(.*)")
-_INFERENCE = re.compile(r"^\s*Inference timings in us:\s*(.*)", re.MULTILINE)
+_INFERENCE = re.compile(r"\bInference timings in us:\s*(.*)")  # capital I: not "Average inference"
 _PAIR = re.compile(r"([A-Za-z][A-Za-z ()]*?):\s*" + _NUM)
 
 

@@ -52,11 +52,11 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
 def export_tflite(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
     """litert-torch conversion (fp32), then a check against torch with the LiteRT interpreter."""
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
-    try:
-        import litert_torch
-    except ImportError as exc:
-        raise _missing("tflite", exc) from exc
     with silenced():
+        try:
+            import litert_torch
+        except ImportError as exc:
+            raise _missing("tflite", exc) from exc
         edge = litert_torch.convert(module.eval(), inputs)
         edge.export(str(path))
     check_tflite(path, module, inputs)
@@ -79,10 +79,11 @@ def check_tflite(path: Path, module: torch.nn.Module, inputs: tuple) -> float:
 @EXPORTERS.register("coreml")
 def export_coreml(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
     """coremltools from a `torch.export` program (ATen dialect) to an ML program package."""
-    try:
-        import coremltools as ct
-    except ImportError as exc:
-        raise _missing("coreml", exc) from exc
+    with silenced():
+        try:
+            import coremltools as ct
+        except ImportError as exc:
+            raise _missing("coreml", exc) from exc
     program = torch.export.export(module.eval(), inputs).run_decompositions({})
     with silenced():
         model = ct.convert(program, convert_to="mlprogram",
@@ -94,9 +95,9 @@ def export_coreml(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
 def check_coreml(path: Path, module: torch.nn.Module, inputs: tuple) -> dict:
     """Structure everywhere: an ML program whose inputs have the torch shapes and whose outputs
     have the torch count (and shapes, where the spec records them). Outputs too on macOS."""
-    import coremltools as ct
-
     with silenced():
+        import coremltools as ct
+
         spec = ct.utils.load_spec(str(path))
     kind = spec.WhichOneof("Type")
     if kind != "mlProgram":
