@@ -1,0 +1,40 @@
+"""A few small layers exported once per test session (LiteRT conversion takes seconds each)."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import torch
+
+from latencykit.blocks import build_layer, layer_inputs
+from latencykit.devices.conformance import PROBE
+from latencykit.export import ExportCache
+from latencykit.layers import LayerSpec
+
+SPECS = {
+    "mbconv": PROBE,  # the layer check_device measures: one export serves both
+    "mbconv_wide": LayerSpec("mbconv", hw=8, cin=8, cout=8, kernel=5, expand=6.0, act="hswish"),
+    "transformer": LayerSpec("transformer", hw=8, cin=16, cout=16, heads=2, head_dim=8, mlp_ratio=2.0,
+                             patch=2),
+    "fusion": LayerSpec("mvit_fusion", hw=8, cin=16, cout=8, kernel=3, patch=2),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def cache() -> ExportCache:
+    return ExportCache(Path(tempfile.mkdtemp(prefix="latencykit-test-exports-")))
+
+
+def module(name: str) -> tuple[torch.nn.Module, tuple]:
+    """The layer's module (seeded, so its export has one content key) and its inputs."""
+    torch.manual_seed(0)
+    spec = SPECS[name]
+    return build_layer(spec), layer_inputs(spec)
+
+
+@functools.lru_cache(maxsize=None)
+def exported(name: str, fmt: str = "tflite") -> Path:
+    m, x = module(name)
+    return cache().export(m, x, fmt)
