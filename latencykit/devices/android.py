@@ -93,12 +93,16 @@ def settings_from(options: dict, base: AndroidSettings = AndroidSettings()) -> A
 
 @dataclass
 class Pushed:
+    """A model on the phone: where it came from (to push again after a reconnect) and where it is."""
+
     local: Path
     remote: str
 
 
 @dataclass
 class Thermal:
+    """What the cool-downs saw: whether zones are readable, the waits, the last hottest zone."""
+
     readable: bool | None = None
     waited_s: float = 0.0
     last_max_c: float | None = None
@@ -106,6 +110,8 @@ class Thermal:
 
 
 class AndroidDevice(Device):
+    """One phone, found by model and serial; `measure` is benchmark_model's average in ms."""
+
     format = "tflite"
 
     def __init__(self, settings: AndroidSettings = AndroidSettings(), name: str = "android") -> None:
@@ -205,6 +211,7 @@ class AndroidDevice(Device):
                 except DeviceUnavailableError:
                     info[key] = None
             info["thermal_zones_readable"] = self.thermal.readable
+            info["cooldown_waited_s"] = round(self.thermal.waited_s, 3)
         return info
 
     # -- measuring ---------------------------------------------------------------------------
