@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from latencykit import __version__
 from latencykit.errors import TableError
-from latencykit.export import home
+from latencykit.paths import table_path
 from latencykit.layers import LayerSpec
 
 FORMAT_VERSION = 1
@@ -50,8 +50,7 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def default_path(device: str, space: str) -> Path:
-    return home() / "tables" / device / f"{space}.parquet"
+default_path = table_path
 
 
 class LatencyTable:
@@ -156,3 +155,14 @@ class LatencyTable:
 
 def _py(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
+
+
+def load_table(device: str, space: "object", path: Path | None = None) -> LatencyTable:
+    """The table for (device, space), refusing one built for anything else."""
+    name = getattr(space, "name")
+    path = Path(path) if path else default_path(device, name)
+    if not path.exists():
+        raise TableError(f"no {device} table for space {name} at {path}; build one with "
+                         f"`latencykit profile --device {device} --space {name}`"
+                         " (or import published measurements with `latencykit lut import`)")
+    return LatencyTable.read(path).check(device=device, space=space)
