@@ -91,17 +91,27 @@ def arch(space: str = SpaceOption,
 def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption,
             out: Optional[Path] = typer.Option(None, "--out", help="Table file to write."),
             rounds: int = typer.Option(15, help="Interleaved measurement rounds."),
+            mode: str = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
+                                     "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable)."""
     from latencykit.devices import get_device
+    from latencykit.errors import LatencykitError
     from latencykit.lut.profile import profile as run
     from latencykit.lut.protocol import Protocol
+    from latencykit.lut.removal import profile_removal
     from latencykit.space import load_space
 
+    if mode not in ("isolated", "removal"):
+        raise LatencykitError(f"--mode must be isolated or removal, not {mode!r}")
     sp, dev = load_space(space), get_device(device, threads=threads)
     with progress_bar(not as_json) as task:
-        result = run(sp, dev, out, Protocol(rounds=rounds), export_progress=task("export"),
-                     progress=task(f"measure on {dev.name}"))
+        if mode == "isolated":
+            result = run(sp, dev, out, Protocol(rounds=rounds), export_progress=task("export"),
+                         progress=task(f"measure on {dev.name}"))
+        else:
+            result = profile_removal(sp, dev, out, Protocol(rounds=rounds), progress=task(f"isolated on {dev.name}"),
+                                     reference_progress=task("reference subnets"))
     s = result.summary()
     emit(s, as_json, lambda s: f"[bold]{s['entries']}[/] entries measured on {s['device']} for {s['space']} "
          f"in {s['seconds']:.1f} s" + (f" (resumed after {s['resumed_rounds']} rounds)" if s["resumed_rounds"] else "")
@@ -155,33 +165,76 @@ def predict(arch_file: Path = typer.Argument(..., help="Architecture JSON file."
          f"{d['flops'] / 1e6:.0f} MFLOPs")
 
 
+PredictorOption = typer.Option("table", "--predictor", "-p",
+                               help="table (sum of entries), layer (per-kind random forests), flops (linear), "
+                                    "calibrated (table + per-group correction); fit the last two with `fit`.")
+
+
 @app.command()
-def validate(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption,
+def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
+        threads: Optional[int] = ThreadsOption,
+        samples: int = typer.Option(40, help="Whole subnets to measure for fitting."),
+        seed: int = typer.Option(1000, help="Seed of the training subnets (validation uses others)."),
+        table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
+    """Fit a learned predictor on whole-subnet measurements and save it beside the table."""
+    from latencykit.devices import get_device
+    from latencykit.lut.learned import PREDICTORS, predictor_path
+    from latencykit.lut.table import default_path, load_table
+    from latencykit.lut.validate import measure_archs, sample_archs
+    from latencykit.space import load_space
+
+    sp = load_space(space)
+    t = load_table(device, sp, table_path)
+    model = PREDICTORS.get(predictor)(sp, t)
+    archs, measured = [], None
+    if predictor in ("flops", "calibrated"):
+        dev = get_device(device, threads=threads)
+        archs = sample_archs(sp, samples, seed)
+        with progress_bar(not as_json) as task:
+            measured = measure_archs(sp, dev, archs, t, progress=task(f"measure {samples} subnets twice")).measured
+    model.fit(archs, measured)
+    path = model.save(predictor_path(table_path or default_path(device, sp.name), predictor))
+    data = {"predictor": predictor, "device": device, "space": sp.name, "measurements": model.measurements,
+            "path": str(path), **({"coefficients": model.coefficients} if hasattr(model, "coefficients") else {})}
+    emit(data, as_json, lambda d: f"fitted {d['predictor']} on {d['measurements']} whole-subnet measurements; "
+         f"saved to {d['path']}")
+
+
+@app.command()
+def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
+             threads: Optional[int] = ThreadsOption,
              samples: int = typer.Option(50, help="Random subnets to measure whole."),
              seed: int = typer.Option(0), table_path: Optional[Path] = TableOption,
              out: Optional[Path] = typer.Option(None, "--out", help="Folder for the JSON and the plot."),
              as_json: bool = JsonOption) -> None:
-    """Measure random whole subnets, compare with the table's predictions, report the noise floor."""
+    """Measure random whole subnets, compare with a predictor, report the test-retest noise floor."""
     from latencykit.devices import get_device
-    from latencykit.paths import home
-    from latencykit.lut.predict import TablePredictor
-    from latencykit.lut.table import load_table
+    from latencykit.lut.learned import PREDICTORS, load_predictor, predictor_path
+    from latencykit.lut.table import default_path, load_table
     from latencykit.lut.validate import evaluate, measure_archs, sample_archs, save
+    from latencykit.paths import home
     from latencykit.space import load_space
 
     sp, dev = load_space(space), get_device(device, threads=threads)
     t = load_table(device, sp, table_path)
-    predictor = TablePredictor(t, sp)
-    archs = sample_archs(sp, samples, seed)
+    if predictor in ("table", "layer"):
+        model = PREDICTORS.get(predictor)(sp, t)
+    else:
+        PREDICTORS.get(predictor)
+        model = load_predictor(predictor_path(table_path or default_path(device, sp.name), predictor), sp, t)
+    archs = sample_archs(sp, samples, seed, exclude=model.training_archs)
     with progress_bar(not as_json) as task:
         m = measure_archs(sp, dev, archs, t, progress=task(f"measure {samples} subnets twice"))
-    v = evaluate("table", predictor.predict_many, m, dev.name, sp.name)
+    v = evaluate(predictor, model.predict_many, m, dev.name, sp.name)
+    v.extra["measurements_used"] = model.measurements
+    v.extra["table_mode"] = t.meta.mode
     files = save(v, out or home() / "validation" / dev.name / sp.name)
     data = {**v.summary(), "files": {k: str(p) for k, p in files.items()}}
 
     def render(d: dict):
         m, f = d["metrics"], d["noise_floor"]
-        return table(f"{d['space']} on {d['device']}: predicted ({d['predictor']}) vs measured, {m['n']} subnets",
+        return table(f"{d['space']} on {d['device']}: predicted ({d['predictor']}, {d['table_mode']} table) "
+                     f"vs measured, {m['n']} held-out subnets",
                      ["", "RMSE ms", "MAPE %", "RMSPE %", "bias %", "±5 %", "±10 %", "Kendall tau"],
                      [[name, f"{x['rmse_ms']:.3f}", f"{x['mape_pct']:.2f}", f"{x['rmspe_pct']:.2f}",
                        f"{x['bias_pct']:+.2f}", f"{x['within_5_pct']:.0f}", f"{x['within_10_pct']:.0f}",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache
+from latencykit.layers import LayerSpec
 from latencykit.lut.protocol import REF_KEY, REFERENCE, Journal, Progress, Protocol, export_layer, measure_models
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.space import SearchSpace
@@ -26,6 +27,17 @@ class ProfileResult:
                 "resumed_rounds": self.resumed_rounds}
 
 
+def export_all(layers: list[LayerSpec], cache: ExportCache, fmt: str,
+               progress: Progress | None = None) -> dict[str, Path]:
+    """Every layer exported alone, keyed by layer key."""
+    files = {}
+    for i, layer in enumerate(layers):
+        files[layer.key] = export_layer(layer, cache, fmt)
+        if progress:
+            progress(i + 1, len(layers))
+    return files
+
+
 def profile(space: SearchSpace, device: Device, path: Path | None = None, protocol: Protocol = Protocol(),
             cache: ExportCache | None = None, export_progress: Progress | None = None,
             progress: Progress | None = None) -> ProfileResult:
@@ -38,11 +50,7 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
     cache = cache or default_cache()
     path = Path(path) if path else default_path(device.name, space.name)
     layers = space.distinct_layers()
-    files = {}
-    for i, layer in enumerate(layers):
-        files[layer.key] = export_layer(layer, cache, device.format)
-        if export_progress:
-            export_progress(i + 1, len(layers))
+    files = export_all(layers, cache, device.format, export_progress)
     reference = export_layer(REFERENCE, cache, device.format)
     header = {"device": device.name, "space": space.name, "digest": space.digest,
               "protocol": protocol.to_dict(),
@@ -55,8 +63,8 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
                      device_info=device.describe(), protocol=protocol.to_dict(),
                      reference={"key": REFERENCE.key, "ms": ref.latency_ms, "cv": ref.cv, "runs": ref.runs},
                      provenance={"measured_by": "latencykit", "seconds": round(time.perf_counter() - start, 1)})
-    table = LatencyTable.from_entries(meta, layers, [{**stats[l.key].to_dict(), "source": "measured"}
-                                                     for l in layers])
+    table = LatencyTable.from_entries(meta, layers, [{**stats[l.key].to_dict(), "source": "measured",
+                                                      "method": "isolated"} for l in layers])
     table.write(path)
     journal.remove()
     return ProfileResult(table, path, time.perf_counter() - start, resumed)

@@ -120,6 +120,9 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
                    journal: Journal | None = None, progress: Progress | None = None) -> dict[str, Stats]:
     """Drift-corrected statistics for each model file, measured in interleaved rounds."""
     keys = list(models)
+    finished = [r for r in journal.rounds if r["phase"] != "done"] if journal else []
+    if journal and len(finished) < len(journal.rounds):
+        return _statistics(finished, keys)  # this measurement completed before an interruption
     handles = {k: device.open(p) for k, p in models.items()}
     handles[REF_KEY] = device.open(reference)
     try:
@@ -157,6 +160,8 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
             for _ in range(protocol.extra_rounds - extra_done):
                 run_round("extra", noisy)
             stats = _statistics(rounds, keys)
+        if journal:
+            journal.append({"phase": "done"})
         return stats
     finally:
         for h in handles.values():

@@ -28,7 +28,8 @@ FORMAT_VERSION = 1
 META_KEY = b"latencykit"
 SOURCES = ("measured", "predicted", "imported")
 SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
-STAT_COLUMNS = ["latency_ms", "q1_ms", "q3_ms", "cv", "runs", "raw_ms", "ratio", "source"]
+STAT_COLUMNS = ["latency_ms", "q1_ms", "q3_ms", "cv", "runs", "raw_ms", "ratio", "source", "method"]
+"""`source`: measured, predicted or imported. `method`: how a measured entry was obtained (isolated, removal)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TableMeta:
     protocol: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    overhead_ms: float = 0.0
     created: str = ""
     latencykit_version: str = __version__
     format_version: int = FORMAT_VERSION
@@ -72,7 +74,7 @@ class LatencyTable:
         df = pd.DataFrame.from_records(records)
         for col in STAT_COLUMNS:
             if col not in df:
-                df[col] = float("nan") if col != "source" else "measured"
+                df[col] = {"source": "measured", "method": meta.mode}.get(col, float("nan"))
         return cls(meta if meta.created else replace(meta, created=now()), df)
 
     def __len__(self) -> int:
@@ -117,6 +119,7 @@ class LatencyTable:
             pq.write_table(table, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

@@ -87,13 +87,16 @@ class Validation:
                 "noise_floor": asdict(self.noise_floor), **self.extra}
 
 
-def sample_archs(space: SearchSpace, n: int, seed: int = 0) -> list[Arch]:
-    """`n` distinct random architectures (seeded)."""
+def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Arch] = ()) -> list[Arch]:
+    """`n` distinct random architectures (seeded), none of them in `exclude` (e.g. a training set)."""
     rng = np.random.default_rng(seed)
     seen: dict[Arch, None] = {}
+    skip = set(exclude)
     while len(seen) < n:
         for row in space.sample_genes(n, rng):
-            seen.setdefault(space.decode(row))
+            arch = space.decode(row)
+            if arch not in skip:
+                seen.setdefault(arch)
             if len(seen) == n:
                 break
     return list(seen)
