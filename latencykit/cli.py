@@ -38,7 +38,7 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], Any] | None = None) -
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title)
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*[str(x) for x in r])
     return t
