@@ -18,7 +18,6 @@ PIXEL4 = "9A281FFAZ004TL"
 
 @pytest.fixture
 def phones(tmp_path, monkeypatch):
-    monkeypatch.setenv("LATENCYKIT_HOME", str(tmp_path / "home"))
     return FakePhones(tmp_path / "adb").activate(monkeypatch)
 
 
@@ -60,12 +59,10 @@ def test_phone_choice_by_model_and_serial(phones, binary):
     assert "choose one with --serial" in get_device("android", benchmark_model=binary).check().reason
 
 
-def test_benchmark_model_comes_from_the_flag_or_the_config_file(phones, binary, tmp_path):
+def test_benchmark_model_comes_from_the_flag_or_the_config_file(phones, binary, home):
     phones.add(PIXEL4, "Pixel 4")
     reason = get_device("pixel4").check().reason
-    assert "needs TFLite's benchmark_model" in reason and "--benchmark-model" in reason
-    home = tmp_path / "home"
-    home.mkdir()
+    assert "needs TFLite's benchmark_model" in reason and "config.json" in reason
     (home / "config.json").write_text(json.dumps({"android": {"benchmark_model": binary, "warmup_runs": 3}}))
     device = get_device("pixel4")
     assert device.check().ok and device.settings.warmup_runs == 3 and device.settings.cpu_mask == "80"
@@ -150,10 +147,9 @@ def test_a_phone_that_stays_away_stops_with_a_clear_message(phones, binary, monk
     assert kept > 0
 
 
-def test_android_passes_the_contract(phones, binary, tmp_path):
+def test_android_passes_the_contract(phones, binary, home):
     phones.add(PIXEL4, "Pixel 4")
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "config.json").write_text(json.dumps({"android": {"extra_args": list(QUICK)}}))
+    (home / "config.json").write_text(json.dumps({"android": {"extra_args": list(QUICK)}}))
     report = check_device(get_device("pixel4", benchmark_model=binary), cache=layers.cache())
     assert report["available"] and report["latency_ms"] > 0
     assert not check_device(get_device("pixel6"), cache=layers.cache())["available"]

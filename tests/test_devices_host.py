@@ -1,6 +1,5 @@
 """TFLite and Core ML exports, the host-litert device, and the contract on every host device."""
 
-import os
 import platform
 
 import numpy as np
@@ -119,17 +118,15 @@ def test_catalogue_lists_every_named_device():
     assert {get_device(n).format for n in ("pixel1", "pixel4", "pixel6", "xiaomi11")} == {"tflite"}
 
 
-def test_user_catalogue_adds_a_phone(tmp_path, monkeypatch):
+def test_user_catalogue_adds_a_phone(home):
     import json
 
     from latencykit.devices import catalogue
 
-    monkeypatch.setenv("LATENCYKIT_HOME", str(tmp_path))
-    (tmp_path / "phones.json").write_text(json.dumps({"mylab-a55": {
+    (home / "phones.json").write_text(json.dumps({"mylab-a55": {
         "kind": "android", "description": "lab phone", "options": {"label": "Galaxy A55", "models": ["SM-A556B"],
                                                                    "cpu_mask": "f0"}}}))
     found = catalogue.entries()
     assert found["mylab-a55"]["options"]["cpu_mask"] == "f0" and "pixel4" in found
     device = catalogue.KINDS["android"]("mylab-a55", found["mylab-a55"])(serial="X1")
     assert device.settings.models == ("SM-A556B",) and device.settings.serial == "X1"
-    assert os.environ["LATENCYKIT_HOME"] == str(tmp_path)

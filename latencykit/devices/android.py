@@ -24,7 +24,7 @@ from latencykit.devices.adb import Adb, DisconnectedError
 from latencykit.devices.base import Availability, Device
 from latencykit.devices.benchmark_model import BenchmarkResult, parse
 from latencykit.errors import DeviceUnavailableError, LatencykitError
-from latencykit.export import home
+from latencykit.paths import home
 
 REMOTE_DIR = "/data/local/tmp"
 THERMAL_GLOB = "/sys/class/thermal/thermal_zone*/temp"

@@ -17,7 +17,7 @@ from latencykit.devices.coreml import CoreMLDevice
 from latencykit.devices.host import HostOnnxDevice
 from latencykit.devices.litert import HostLiteRTDevice
 from latencykit.errors import LatencykitError
-from latencykit.export import home
+from latencykit.paths import home
 from latencykit.registry import Registry
 
 BUILTIN = Path(__file__).with_name("phones.json")
