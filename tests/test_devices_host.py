@@ -55,14 +55,14 @@ def test_host_litert_measures_and_ranks_a_bigger_layer_slower():
     assert device.format == "tflite" and device.check().ok
     info = device.describe()
     assert info["delegate"] == "XNNPACK" and info["threads"] == 1 and "ai-edge-litert" in info["runtime"]
-    small, big = (device.open(layers.exported(n)) for n in ("mbconv", "mbconv_wide"))
+    small, big = (device.open(layers.exported(n)) for n in ("mbconv", "reference"))
     try:
         t_small = min(device.measure(small, 30) for _ in range(3))
         t_big = min(device.measure(big, 30) for _ in range(3))
     finally:
         device.close(small)
         device.close(big)
-    assert 0 < t_small < t_big  # 3.7x the MACs
+    assert 0 < t_small < t_big  # 128x the MACs
 
 
 def test_host_litert_says_when_a_file_cannot_load(tmp_path):

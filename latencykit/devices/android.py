@@ -77,13 +77,14 @@ class AndroidSettings:
 
 
 def settings_from(options: dict, base: AndroidSettings = AndroidSettings()) -> AndroidSettings:
-    """Settings with the config file's `android` section, then explicit options, applied over base."""
+    """Settings over `base`: the config file's `android` section, then the environment
+    (LATENCYKIT_BENCHMARK_MODEL, and ANDROID_SERIAL as adb itself reads it), then explicit options."""
     section = load_config().get("android", {})
     merged = {**{k: v for k, v in section.items() if k in AndroidSettings.__dataclass_fields__}}
     merged.update({k: v for k, v in options.items() if v is not None})
-    env = os.environ.get("LATENCYKIT_BENCHMARK_MODEL")
-    if env and options.get("benchmark_model") is None:
-        merged["benchmark_model"] = env
+    for key, var in (("benchmark_model", "LATENCYKIT_BENCHMARK_MODEL"), ("serial", "ANDROID_SERIAL")):
+        if os.environ.get(var) and options.get(key) is None:
+            merged[key] = os.environ[var]
     for key in ("models", "extra_args"):
         if key in merged:
             merged[key] = tuple(merged[key])
@@ -164,12 +165,12 @@ class AndroidDevice(Device):
                                     + self._published_hint())
             if len(candidates) > 1:
                 return Availability(False, f"{len(candidates)} {s.label} phones attached "
-                                    f"({', '.join(candidates)}): choose one with --serial")
+                                    f"({', '.join(candidates)}): choose one with --serial or ANDROID_SERIAL")
             serial = candidates[0]
         if not s.benchmark_model:
-            return Availability(False, "needs TFLite's benchmark_model built for Android: pass "
-                                f"--benchmark-model PATH or set {{\"android\": {{\"benchmark_model\": PATH}}}} "
-                                f"in {config_path()}")
+            return Availability(False, "needs TFLite's benchmark_model built for Android: set "
+                                f"{{\"android\": {{\"benchmark_model\": PATH}}}} in {config_path()}, "
+                                "LATENCYKIT_BENCHMARK_MODEL=PATH or --benchmark-model PATH")
         if not Path(s.benchmark_model).is_file():
             return Availability(False, f"benchmark_model {s.benchmark_model} is not a file")
         self.serial = serial

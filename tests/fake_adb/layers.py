@@ -11,11 +11,13 @@ import torch
 from latencykit.blocks import build_layer, layer_inputs
 from latencykit.devices.conformance import PROBE
 from latencykit.export import ExportCache
+from latencykit.lut.protocol import REFERENCE
 from latencykit.layers import LayerSpec
+from latencykit.paths import home
 
 SPECS = {
     "mbconv": PROBE,  # the layer check_device measures: one export serves both
-    "mbconv_wide": LayerSpec("mbconv", hw=8, cin=8, cout=8, kernel=5, expand=6.0, act="hswish"),
+    "reference": REFERENCE,  # the block profiling measures every round: shared with those tests
     "transformer": LayerSpec("transformer", hw=8, cin=16, cout=16, heads=2, head_dim=8, mlp_ratio=2.0,
                              patch=2),
     "fusion": LayerSpec("mvit_fusion", hw=8, cin=16, cout=8, kernel=3, patch=2),
@@ -24,7 +26,11 @@ SPECS = {
 
 @functools.lru_cache(maxsize=None)
 def cache() -> ExportCache:
-    return ExportCache(Path(tempfile.mkdtemp(prefix="latencykit-test-exports-")))
+    """The session's export cache (conftest links every test's $LATENCYKIT_HOME/exports to it),
+    so files exported here serve the CLI tests' profiles too."""
+    exports = home() / "exports"
+    root = exports.resolve() if exports.exists() else Path(tempfile.mkdtemp(prefix="latencykit-exports-"))
+    return ExportCache(root)
 
 
 def module(name: str) -> tuple[torch.nn.Module, tuple]:
