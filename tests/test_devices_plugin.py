@@ -1,5 +1,6 @@
 """A third-party device installed as a distribution registers through `latencykit.devices`."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+MICRO = str(REPO / "tests" / "fake_adb" / "micro.json")
 
 PLUGIN = '''
 """A third-party device: ONNX Runtime with its own session settings, written against the contract only."""
@@ -83,22 +85,28 @@ def plugin_path(tmp_path_factory):
     return target
 
 
-def run(code: str, plugin: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(plugin)]),
-           "LATENCYKIT_HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+def run(plugin: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python ARGS` with the plugin's folder on the path (and this checkout's latencykit)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(plugin)])}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_installed_plugin_is_listed_and_passes_the_contract(plugin_path, tmp_path):
-    res = run(textwrap.dedent('''
-        import json
-        from latencykit.devices import DEVICES, get_device
-        from latencykit.devices.conformance import check_device
-        print(json.dumps({"names": DEVICES.names(), "report": check_device(get_device("lab-cpu", threads=1))}))
-    '''), plugin_path, tmp_path)
+def test_installed_plugin_is_listed_passes_the_contract_and_profiles(plugin_path, home):
+    res = run(plugin_path, "-m", "latencykit", "devices", "--json")
     assert res.returncode == 0, res.stderr
-    import json
-
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    assert "lab-cpu" in out["names"] and "pixel4" in out["names"]
-    assert out["report"]["available"] and out["report"]["latency_ms"] > 0
+    listed = {d["device"]: d for d in json.loads(res.stdout)}
+    assert listed["lab-cpu"]["available"] and listed["lab-cpu"]["format"] == "onnx" and "pixel4" in listed
+    res = run(plugin_path, "-c", textwrap.dedent('''
+        import json
+        from latencykit.devices import get_device
+        from latencykit.devices.conformance import check_device
+        print(json.dumps(check_device(get_device("lab-cpu", threads=1))))
+    '''))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert report["available"] and report["latency_ms"] > 0
+    res = run(plugin_path, "-m", "latencykit", "profile", "--device", "lab-cpu", "--space", MICRO, "--rounds", "2",
+              "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["device"] == "lab-cpu" and summary["entries"] == 4
