@@ -47,16 +47,19 @@ def test_nothing_attached(phones):
     assert "attached: none" in get_device("pixel6").check().reason
 
 
-def test_phone_choice_by_model_and_serial(phones, binary):
+def test_phone_choice_by_model_and_serial(phones, binary, monkeypatch):
     phones.add("AAA", "Pixel 4").add("BBB", "Pixel 4 XL").add("CCC", "Pixel 6").add("DDD", "Pixel 4", state="unauthorized")
-    assert "2 Pixel 4 phones attached (AAA, BBB): choose one with --serial" in get_device(
+    assert "2 Pixel 4 phones attached (AAA, BBB): choose one with ANDROID_SERIAL=SERIAL" in get_device(
         "pixel4", benchmark_model=binary).check().reason
     assert get_device("pixel4", serial="BBB", benchmark_model=binary).check().ok
+    monkeypatch.setenv("ANDROID_SERIAL", "AAA")
+    assert get_device("pixel4", benchmark_model=binary).check().ok and get_device("pixel4").settings.serial == "AAA"
+    monkeypatch.delenv("ANDROID_SERIAL")
     assert "is a Pixel 6, not a Pixel 4" in get_device("pixel4", serial="CCC", benchmark_model=binary).check().reason
     assert "unauthorized: accept the USB debugging prompt" in get_device("pixel4", serial="DDD").check().reason
     assert "no phone with serial ZZZ attached" in get_device("pixel4", serial="ZZZ").check().reason
     assert get_device("pixel6", benchmark_model=binary).check().ok
-    assert "choose one with --serial" in get_device("android", benchmark_model=binary).check().reason
+    assert "choose one with" in get_device("android", benchmark_model=binary).check().reason
 
 
 def test_benchmark_model_comes_from_the_flag_or_the_config_file(phones, binary, home):

@@ -1,13 +1,14 @@
 """`android`: an Android phone over adb, timed by TFLite's `benchmark_model`.
 
 The transport (adb.py) pushes and runs; the parser (benchmark_model.py) reads the output; this
-module is the protocol between them: pick the phone (by `ro.product.model` and `--serial`), push
+module is the protocol between them: pick the phone (by `ro.product.model` and serial), push
 the binary once and each model, pin to a core mask with `taskset`, cool down while the phone's
 thermal zones read hot, retry with backoff when the phone drops off, and remove what it pushed.
 
 The latency is benchmark_model's reported average over `--num_runs` timed runs (it prints no
-median). benchmark_model cannot be downloaded for the user: point to it with `--benchmark-model`
-or in `$LATENCYKIT_HOME/config.json` as `{"android": {"benchmark_model": "/path"}}`.
+median). benchmark_model cannot be downloaded for the user: point to it in
+`$LATENCYKIT_HOME/config.json` as `{"android": {"benchmark_model": "/path"}}`, with
+LATENCYKIT_BENCHMARK_MODEL, or with the `benchmark_model` option.
 """
 
 from __future__ import annotations
@@ -165,12 +166,12 @@ class AndroidDevice(Device):
                                     + self._published_hint())
             if len(candidates) > 1:
                 return Availability(False, f"{len(candidates)} {s.label} phones attached "
-                                    f"({', '.join(candidates)}): choose one with --serial or ANDROID_SERIAL")
+                                    f"({', '.join(candidates)}): choose one with ANDROID_SERIAL=SERIAL")
             serial = candidates[0]
         if not s.benchmark_model:
             return Availability(False, "needs TFLite's benchmark_model built for Android: set "
-                                f"{{\"android\": {{\"benchmark_model\": PATH}}}} in {config_path()}, "
-                                "LATENCYKIT_BENCHMARK_MODEL=PATH or --benchmark-model PATH")
+                                f"{{\"android\": {{\"benchmark_model\": PATH}}}} in {config_path()} "
+                                "or LATENCYKIT_BENCHMARK_MODEL=PATH")
         if not Path(s.benchmark_model).is_file():
             return Availability(False, f"benchmark_model {s.benchmark_model} is not a file")
         self.serial = serial
