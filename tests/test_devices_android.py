@@ -156,3 +156,14 @@ def test_android_passes_the_contract(phones, binary, home):
     report = check_device(get_device("pixel4", benchmark_model=binary), cache=layers.cache())
     assert report["available"] and report["latency_ms"] > 0
     assert not check_device(get_device("pixel6"), cache=layers.cache())["available"]
+
+
+def test_settings_precedence_catalogue_config_environment_options(home, monkeypatch):
+    (home / "config.json").write_text(json.dumps({"android": {"serial": "A", "warmup_runs": 4, "cpu_mask": "f0"},
+                                                  "devices": {"pixel4": {"serial": "B", "cpu_mask": "40"}}}))
+    s = get_device("pixel4").settings
+    assert (s.serial, s.warmup_runs, s.cpu_mask, s.label) == ("B", 4, "40", "Pixel 4")
+    assert get_device("pixel6").settings.serial == "A" and get_device("pixel6").settings.cpu_mask == "f0"
+    monkeypatch.setenv("ANDROID_SERIAL", "C")
+    assert get_device("pixel4").settings.serial == "C"
+    assert get_device("pixel4", serial="D").settings.serial == "D"

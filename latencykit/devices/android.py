@@ -77,20 +77,21 @@ class AndroidSettings:
             int(self.cpu_mask, 16)  # a hex mask, or ValueError
 
 
-def settings_from(options: dict, base: AndroidSettings = AndroidSettings()) -> AndroidSettings:
-    """Settings over `base`: the config file's `android` section, then the environment
-    (LATENCYKIT_BENCHMARK_MODEL, and ANDROID_SERIAL as adb itself reads it), then explicit options."""
-    section = load_config().get("android", {})
-    merged = {**{k: v for k, v in section.items() if k in AndroidSettings.__dataclass_fields__}}
-    merged.update({k: v for k, v in options.items() if v is not None})
-    for key, var in (("benchmark_model", "LATENCYKIT_BENCHMARK_MODEL"), ("serial", "ANDROID_SERIAL")):
-        if os.environ.get(var) and options.get(key) is None:
-            merged[key] = os.environ[var]
+def settings_from(options: dict, base: AndroidSettings = AndroidSettings(), name: str | None = None) -> AndroidSettings:
+    """`base` (the catalogue's entry), then the config file's `android` section, then its
+    `devices.NAME` section, then the environment (LATENCYKIT_BENCHMARK_MODEL, and ANDROID_SERIAL
+    as adb itself reads it), then explicit `options`: each layer wins over the ones before."""
+    config = load_config()
+    known = AndroidSettings.__dataclass_fields__
+    merged = {k: getattr(base, k) for k in known}
+    for layer in (config.get("android", {}), config.get("devices", {}).get(name, {}) if name else {},
+                  {k: os.environ[v] for k, v in (("benchmark_model", "LATENCYKIT_BENCHMARK_MODEL"),
+                                                  ("serial", "ANDROID_SERIAL")) if os.environ.get(v)},
+                  options):
+        merged.update({k: v for k, v in layer.items() if k in known and v is not None})
     for key in ("models", "extra_args"):
-        if key in merged:
-            merged[key] = tuple(merged[key])
-    base_fields = {k: getattr(base, k) for k in AndroidSettings.__dataclass_fields__}
-    return AndroidSettings(**{**base_fields, **merged})
+        merged[key] = tuple(merged[key])
+    return AndroidSettings(**merged)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from latencykit.devices.android import AndroidDevice, AndroidSettings, load_config, settings_from
+from latencykit.devices.android import AndroidDevice, AndroidSettings, settings_from
 from latencykit.devices.base import Device
 from latencykit.devices.coreml import CoreMLDevice
 from latencykit.devices.host import HostOnnxDevice
@@ -51,11 +51,9 @@ def _android(name: str, entry: dict) -> Callable[..., Device]:
     def make(serial: str | None = None, benchmark_model: str | None = None, threads: int | None = None,
              cpu_mask: str | None = None, warmup_runs: int | None = None, adb: str | None = None) -> Device:
         catalogue = AndroidSettings(**_tuples(entry.get("options", {})))
-        per_device = load_config().get("devices", {}).get(name, {})
         explicit = dict(serial=serial, benchmark_model=benchmark_model, threads=threads,
                         cpu_mask=cpu_mask, warmup_runs=warmup_runs, adb=adb)
-        return AndroidDevice(settings_from({**per_device, **{k: v for k, v in explicit.items() if v is not None}},
-                                           catalogue), name=name)
+        return AndroidDevice(settings_from(explicit, catalogue, name), name=name)
 
     return make
 
