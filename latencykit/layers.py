@@ -175,6 +175,55 @@ def _mbpool(s: LayerSpec) -> tuple[int, int]:
     return params, s.hw**2 * s.cin * hidden + hidden * s.cout
 
 
+# ElasticViT layers (its released code, as nn-Meter measured them on phones). Token layers take
+# (batch, hw*hw, channels); `transds` also accepts a map, since it opens the first transformer stage.
+def _mbblock(s: LayerSpec) -> tuple[int, int]:
+    """ElasticViT's inverted residual: like mbconv, but SE squeezes to a quarter (not rounded), a
+    changed width adds a 1x1 shortcut conv (after 2x2 average pooling when strided), and a strided
+    layer rounds an odd map down (7 -> 3), as nn-Meter measured and summed these blocks."""
+    hidden = mbconv_hidden(s.cin, s.expand)
+    out2 = (s.hw // s.stride) ** 2
+    params = macs = 0
+    if s.expand != 1:
+        params += s.cin * hidden + 2 * hidden
+        macs += s.hw**2 * s.cin * hidden
+    params += hidden * s.kernel**2 + 2 * hidden
+    macs += out2 * hidden * s.kernel**2
+    if s.se:
+        sq = hidden // 4
+        params += hidden * sq + sq + sq * hidden + hidden
+        macs += 2 * hidden * sq
+    params += hidden * s.cout + 2 * s.cout
+    macs += out2 * hidden * s.cout
+    if s.cin != s.cout:
+        params += s.cin * s.cout
+        macs += out2 * s.cin * s.cout
+    return params, macs
+
+
+def _transattn(s: LayerSpec) -> tuple[int, int]:
+    """Pre-norm attention over hw*hw tokens: qkv (no bias), 3x3 depthwise conv on V, relative position
+    bias ((2hw-1)^2 per head), hard-swish, projection."""
+    c, tokens = s.cin, s.hw**2
+    qk, v = attention_dims(s)
+    params = 2 * c + c * (2 * qk + v) + v * 9 + (2 * s.hw - 1) ** 2 * s.heads + v * c + c
+    macs = tokens * (c * (2 * qk + v) + v * 9 + v * c) + s.heads * tokens**2 * (s.head_dim + v // s.heads)
+    return params, macs
+
+
+def _transffn(s: LayerSpec) -> tuple[int, int]:
+    c, h = s.cin, mlp_hidden(s.cin, s.mlp_ratio)
+    return 2 * c + c * h + h + h * c + c, s.hw**2 * 2 * c * h
+
+
+def _mbpool_fc(s: LayerSpec) -> tuple[int, int]:
+    """MobileNetV3's head on tokens: linear to expand x width + BN + act, mean over tokens, linear to
+    `hidden` + act, classifier."""
+    wide = int(round(s.cin * s.expand))
+    params = s.cin * wide + wide + 2 * wide + wide * s.hidden + s.hidden + s.hidden * s.cout + s.cout
+    return params, s.hw**2 * s.cin * wide + wide * s.hidden + s.hidden * s.cout
+
+
 LAYER_KINDS: dict[str, Callable[[LayerSpec], tuple[int, int]]] = {
     "stem": _stem,
     "mbconv": _mbconv,
@@ -182,5 +231,10 @@ LAYER_KINDS: dict[str, Callable[[LayerSpec], tuple[int, int]]] = {
     "transformer": _transformer,
     "mvit_fusion": _mvit_fusion,
     "mbpool": _mbpool,
+    "mbblock": _mbblock,
+    "transds": _mbblock,
+    "transattn": _transattn,
+    "transffn": _transffn,
+    "mbpool_fc": _mbpool_fc,
 }
 """Layer kind -> analytic (params, MACs). blocks.py has the matching torch module per kind."""
