@@ -10,6 +10,7 @@ attention matmuls (normalisation, activations and pooling are not counted).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Callable
 
 ACTIVATIONS = ("swish", "hswish", "relu")
@@ -43,9 +44,10 @@ class LayerSpec:
         object.__setattr__(self, "expand", float(self.expand))
         object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Stable, readable key: the kind, then every field that differs from its default."""
+        """Stable, readable key: the kind, then every field that differs from its default (computed once
+        per object: a space's slots hold hundreds of thousands of specs, looked up once per table)."""
         parts = [f"{f.name}={_fmt(getattr(self, f.name))}" for f in fields(self)[1:]
                  if f.name in ("hw", "cin", "cout") or getattr(self, f.name) != f.default]
         return f"{self.kind}:" + ",".join(parts)
