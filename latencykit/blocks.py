@@ -245,6 +245,30 @@ class TransAttention(nn.Module):
         return x + self.proj(self.act(out))
 
 
+class TalkingHeadsAttention(TransAttention):
+    """NASViT attention: TransAttention with talking heads (heads x heads linear maps across heads
+    before and after the softmax)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(spec)
+        self.talk_logits = nn.Linear(spec.heads, spec.heads)
+        self.talk_weights = nn.Linear(spec.heads, spec.heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.norm(x)).split([self.qk, self.qk, self.v], dim=-1)
+        v = to_tokens(self.v_conv(to_map(v)))
+        q = q.reshape(b, n, h, -1).transpose(1, 2)
+        k = k.reshape(b, n, h, -1).transpose(1, 2)
+        v = v.reshape(b, n, h, -1).transpose(1, 2)
+        logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias[:, self.bias_index]
+        logits = self.talk_logits(logits.permute(0, 2, 3, 1))
+        weights = self.talk_weights(torch.softmax(logits, dim=-2)).permute(0, 3, 1, 2)
+        out = (weights @ v).transpose(1, 2).reshape(b, n, -1)
+        return x + self.proj(self.act(out))
+
+
 class TransFFN(nn.Module):
     """Pre-norm MLP with hard-swish, residual."""
 
@@ -275,8 +299,15 @@ class MBPoolFC(nn.Module):
         return self.classifier(self.act(self.fc(y.mean(2))))
 
 
-TOKEN_KINDS = ("transds", "transattn", "transffn", "mbpool_fc")
+TOKEN_KINDS = ("transds", "transattn", "transffn", "mbpool_fc", "nasvit_attn", "nasvit_ffn")
 """Layer kinds whose input (run alone) is a token sequence (B, hw*hw, C)."""
+
+
+class DoubleMLP(nn.Sequential):
+    """NASViT's MLP: two pre-norm MLP layers of the same ratio, one after the other."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(TransFFN(spec), TransFFN(spec))
 
 
 MODULES: dict[str, type[nn.Module]] = {
@@ -291,6 +322,8 @@ MODULES: dict[str, type[nn.Module]] = {
     "transattn": TransAttention,
     "transffn": TransFFN,
     "mbpool_fc": MBPoolFC,
+    "nasvit_attn": TalkingHeadsAttention,
+    "nasvit_ffn": DoubleMLP,
 }
 
 

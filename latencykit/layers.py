@@ -226,6 +226,21 @@ def _mbpool_fc(s: LayerSpec) -> tuple[int, int]:
     return params, s.hw**2 * s.cin * wide + wide * s.hidden + s.hidden * s.cout
 
 
+# NASViT layers (its Appendix B and released code): global attention with talking heads, and a double
+# MLP. Token layers like ElasticViT's; windowed attention is not modelled.
+def _nasvit_attn(s: LayerSpec) -> tuple[int, int]:
+    """ElasticViT's attention (see _transattn) plus talking heads: a heads x heads linear map (with bias)
+    across heads before and after the softmax."""
+    params, macs = _transattn(s)
+    return params + 2 * (s.heads * s.heads + s.heads), macs + 2 * s.heads * s.heads * s.hw**4
+
+
+def _nasvit_ffn(s: LayerSpec) -> tuple[int, int]:
+    """Two pre-norm MLP layers of the same ratio (MacaronNet-style), as NASViT's released code has them."""
+    params, macs = _transffn(s)
+    return 2 * params, 2 * macs
+
+
 LAYER_KINDS: dict[str, Callable[[LayerSpec], tuple[int, int]]] = {
     "stem": _stem,
     "mbconv": _mbconv,
@@ -238,5 +253,7 @@ LAYER_KINDS: dict[str, Callable[[LayerSpec], tuple[int, int]]] = {
     "transattn": _transattn,
     "transffn": _transffn,
     "mbpool_fc": _mbpool_fc,
+    "nasvit_attn": _nasvit_attn,
+    "nasvit_ffn": _nasvit_ffn,
 }
 """Layer kind -> analytic (params, MACs). blocks.py has the matching torch module per kind."""

@@ -92,6 +92,7 @@ class MBConvStage:
     """Inverted-residual layers; the first one changes width and applies the stride."""
 
     first_layer_takes_cin = True
+    needs_exact_hw = False  # but a strided stage must get an even map (checked in SearchSpace._check)
 
     @staticmethod
     def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
@@ -159,21 +160,31 @@ class PlainViTStage:
         return [LayerSpec("transds", hw, cin, width, stride=st.stride, kernel=3, expand=st.downsample_expand,
                           se=st.se, act=act)]
 
-    @staticmethod
-    def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> list[LayerSpec]:
+    attention, mlp = "transattn", "transffn"
+
+    @classmethod
+    def layer(cls, st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> list[LayerSpec]:
         out = hw // st.stride
-        return [LayerSpec("transattn", out, width, width, heads=width // st.head_dim, head_dim=st.head_dim,
+        return [LayerSpec(cls.attention, out, width, width, heads=width // st.head_dim, head_dim=st.head_dim,
                           v_scale=v["v_scale"], act=act),
-                LayerSpec("transffn", out, width, width, mlp_ratio=v["mlp_ratio"], act=act)]
+                LayerSpec(cls.mlp, out, width, width, mlp_ratio=v["mlp_ratio"], act=act)]
 
     @staticmethod
     def post(st: StageSpec, hw: int, width: int, act: str) -> list[LayerSpec]:
         return []
 
 
-STAGE_KINDS = {"mbconv": MBConvStage, "mvit": MobileViTStage, "mbblock": MobileBlockStage, "vit": PlainViTStage}
+class NASViTStage(PlainViTStage):
+    """NASViT's transformer stage: the same layout with talking-heads attention and a double MLP."""
+
+    attention, mlp = "nasvit_attn", "nasvit_ffn"
+
+
+STAGE_KINDS = {"mbconv": MBConvStage, "mvit": MobileViTStage, "mbblock": MobileBlockStage, "vit": PlainViTStage,
+               "nasvit": NASViTStage}
 REQUIRED_FIELDS = {"mbconv": ("expand", "kernel"), "mvit": ("heads", "mlp_ratio"), "mbblock": ("expand", "kernel"),
-                   "vit": ("mlp_ratio", "v_scale", "head_dim", "downsample_expand")}
+                   "vit": ("mlp_ratio", "v_scale", "head_dim", "downsample_expand"),
+                   "nasvit": ("mlp_ratio", "v_scale", "head_dim", "downsample_expand")}
 
 
 # ----- the space ----------------------------------------------------------------------------------
@@ -229,9 +240,13 @@ class SearchSpace:
                                       "before it must not be optional")
         total = self.stem.stride * math.prod(s.stride for s in self.stages)
         exact = any(getattr(STAGE_KINDS[s.kind], "needs_exact_hw", True) for s in self.stages)
-        for r in self.resolution if exact else ():
-            if r % total:
+        for r in self.resolution:
+            if exact and r % total:
                 raise LatencykitError(f"space file {origin}: resolution {r} is not divisible by {total}")
+            odd = [st.name for i, st in enumerate(self.stages)
+                   if st.kind == "mbconv" and self.stage_hw(r, i) % st.stride]
+            if odd:
+                raise LatencykitError(f"space file {origin}: resolution {r} gives stage {odd[0]} an odd map")
 
     # -- genes ---------------------------------------------------------------------------------------
     @cached_property

@@ -115,3 +115,30 @@ def test_foreign_tuple_is_refused() -> None:
         arch_from_tuple(t)
     with pytest.raises(ArchitectureError, match="not an ElasticViT tuple"):
         arch_from_tuple([128, [16]])
+
+
+NASVIT_KINDS = [
+    LayerSpec("nasvit_attn", 6, 64, 64, heads=8, head_dim=8, v_scale=4),
+    LayerSpec("nasvit_attn", 3, 112, 112, heads=14, head_dim=8, v_scale=4),
+    LayerSpec("nasvit_ffn", 6, 64, 64, mlp_ratio=2),
+    LayerSpec("transds", 7, 40, 64, stride=2, kernel=3, expand=6, se=False),
+]
+
+
+@pytest.mark.parametrize("spec", NASVIT_KINDS, ids=lambda s: s.key)
+def test_nasvit_kinds_count_like_torch(spec: LayerSpec) -> None:
+    params, flops, _ = counted(build_layer(spec), layer_inputs(spec))
+    assert params == spec.params
+    assert flops == 2 * spec.flops
+
+
+def test_nasvit_smallest_subnet_builds_and_counts() -> None:
+    nasvit = load_space("nasvit")
+    arch = nasvit.smallest()
+    assert arch.resolution == 192
+    params, flops, shape = counted(build(nasvit.layers(arch)), (torch.randn(1, 3, 192, 192),))
+    assert shape == (1, 1000)
+    assert params == nasvit.params(arch) and flops == 2 * nasvit.flops(arch)
+    s = nasvit.summary()
+    assert s["paper"]["flops_range_M"] == [190, 1881]
+    assert s["flops_min"] < s["flops_max"]
