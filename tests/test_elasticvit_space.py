@@ -4,7 +4,6 @@ run, the stem width is tied, and the eight published ElasticViT models are in it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +17,9 @@ from latencykit.errors import ArchitectureError
 from latencykit.layers import LayerSpec
 from latencykit.space import load_space
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from conftest import SHARED
+
 MODELS = json.loads((SHARED / "data" / "elasticvit-models" / "models.json").read_text())["models"]
-
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def space():

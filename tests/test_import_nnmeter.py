@@ -5,6 +5,9 @@ reported, never silently used or dropped."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,8 @@ from latencykit.lut.predict import TablePredictor
 from latencykit.lut.table import LatencyTable, default_path
 from latencykit.space import load_space
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from conftest import SHARED
+
 LUTS = SHARED / "data" / "nn-meter-luts"
 MODELS = json.loads((SHARED / "data" / "elasticvit-models" / "models.json").read_text())["models"]
 PHONES = ("pixel1", "pixel4", "pixel6", "xiaomi11")
@@ -28,12 +32,6 @@ PHONES = ("pixel1", "pixel4", "pixel6", "xiaomi11")
 
 def lut(phone: str) -> Path:
     return LUTS / f"{phone}_lut_ln_v3.json"
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LATENCYKIT_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 @pytest.fixture(scope="module")
@@ -159,18 +157,29 @@ def test_malformed_or_foreign_file_is_rejected(space, tmp_path: Path, content: s
 
 def test_cli_one_line_error(tmp_path: Path) -> None:
     """Through the real entry point: one line on stderr, exit 2."""
-    import subprocess
-    import sys
-
     bad = tmp_path / "bad.json"
     bad.write_text('{"a": 1}')
-    root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", "from latencykit.cli import main; main()", "lut", "import",
-                           "nn-meter", str(bad), "--device", "pixel4", "--space", "elasticvit"],
-                          capture_output=True, text=True, cwd=root, env={**__import__("os").environ,
-                                                                         "PYTHONPATH": str(root)})
+    proc = subprocess.run([sys.executable, "-m", "latencykit", "lut", "import", "nn-meter", str(bad),
+                           "--device", "pixel4", "--space", "elasticvit"],
+                          capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    assert "not an nn-Meter ElasticViT table" in proc.stderr
+
+
+def test_cli_predict_on_an_imported_phone(space, published, tmp_path: Path) -> None:
+    """`latencykit predict --device pixel6 --space elasticvit ARCH.json` off the imported table."""
+    write_import("nn-meter", lut("pixel6"), "pixel6", space)
+    arch = tmp_path / "arch.json"
+    arch.write_text(ODD.to_json())
+    result = CliRunner().invoke(app, ["predict", str(arch), "--device", "pixel6", "--space", "elasticvit", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["latency"] == "predicted" and data["table_source"] == ["imported"]
+    assert data["latency_ms"] == pytest.approx(sum(published["pixel6"][k] for k in ODD_KEYS), rel=1e-12)
+    listed = json.loads(CliRunner().invoke(app, ["devices", "--json"]).output)
+    pixel6 = next(d for d in listed if d["device"] == "pixel6")
+    assert pixel6["reason"] == "table only, no device attached" and pixel6["tables"] == ["elasticvit"]
 
 
 @pytest.fixture

@@ -15,14 +15,10 @@ from latencykit.lut.importers import write_import
 from latencykit.lut.phones import discordant_share, phone_summary
 from latencykit.space import load_space
 
-LUTS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nn-meter-luts"
+from conftest import SHARED
+
+LUTS = SHARED / "data" / "nn-meter-luts"
 PHONES = ("pixel1", "pixel4", "pixel6", "xiaomi11")
-
-
-@pytest.fixture(autouse=True)
-def _home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LATENCYKIT_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
 
 
 def test_discordant_share() -> None:
