@@ -137,8 +137,6 @@ class MobileViTStage:
 class MobileBlockStage(MBConvStage):
     """ElasticViT's MBConv stage: its MobileBlock layers (see layers._mbblock)."""
 
-    needs_exact_hw = False
-
     @staticmethod
     def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
         first = j == 0
@@ -154,13 +152,12 @@ class PlainViTStage:
 
     first_layer_takes_cin = False
     needs_exact_hw = False
+    attention, mlp = "transattn", "transffn"
 
     @staticmethod
     def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
         return [LayerSpec("transds", hw, cin, width, stride=st.stride, kernel=3, expand=st.downsample_expand,
                           se=st.se, act=act)]
-
-    attention, mlp = "transattn", "transffn"
 
     @classmethod
     def layer(cls, st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> list[LayerSpec]:

@@ -122,15 +122,15 @@ def read_nnmeter(path: Path) -> dict[str, float]:
     if not isinstance(data, dict) or not data:
         raise TableError(f"{path} is not an nn-Meter table: expected a non-empty JSON object of "
                          f"block key -> latency in ms, got {type(data).__name__}")
-    known = [k for k in data if any(p.fullmatch(k) for p in NNMETER_PATTERNS.values())]
-    if not known:
+    unknown = [k for k in data if not any(p.fullmatch(k) for p in NNMETER_PATTERNS.values())]
+    if len(unknown) == len(data):
         raise TableError(f"{path} is not an nn-Meter ElasticViT table: none of its {len(data)} keys is an "
-                         f"nn-Meter block key (e.g. {next(iter(data))!r}; expected e.g. "
+                         f"nn-Meter block key (e.g. {unknown[0]!r}; expected e.g. "
                          "'conv_64_16_16_1_1_hard_swish_3_nose')")
+    if unknown:
+        raise TableError(f"{path} is malformed: key {unknown[0]!r} is not an nn-Meter block key")
     out: dict[str, float] = {}
     for key, value in data.items():
-        if not any(p.fullmatch(key) for p in NNMETER_PATTERNS.values()):
-            raise TableError(f"{path} is malformed: key {key!r} is not an nn-Meter block key")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise TableError(f"{path} is malformed: {key!r} has latency {value!r}; expected a positive number of ms")
         out[key] = float(value)
