@@ -139,3 +139,23 @@ def test_nasvit_smallest_subnet_builds_and_counts() -> None:
     s = nasvit.summary()
     assert s["paper"]["flops_range_M"] == [190, 1881]
     assert s["flops_min"] < s["flops_max"]
+
+
+def test_onnx_export_of_new_kinds_matches_torch(space) -> None:
+    """A whole elasticvit subnet with odd maps (res 160) and the NASViT layers export to ONNX and run
+    in ONNX Runtime with torch's results."""
+    import onnxruntime as ort
+
+    from latencykit.export import default_cache
+
+    torch.manual_seed(0)
+    cases = [(build(space.layers(Arch(160, 16, space.smallest().stages))), (torch.randn(1, 3, 160, 160),))]
+    cases += [(build_layer(s), layer_inputs(s)) for s in NASVIT_KINDS[:3]]
+    for module, inputs in cases:
+        for p in module.parameters():  # non-zero position bias and talking heads, so they are exercised
+            torch.nn.init.normal_(p, std=0.1)
+        path = default_cache().export(module, inputs)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {f"input{i}": t.numpy() for i, t in enumerate(inputs)})
+        with torch.no_grad():
+            np.testing.assert_allclose(out, module(*inputs).numpy(), rtol=1e-3, atol=1e-4)
