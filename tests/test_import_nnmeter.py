@@ -195,6 +195,9 @@ def partial(tmp_path: Path, published) -> Path:
 def test_missing_layers_are_refused(space, partial: Path) -> None:
     with pytest.raises(TableError, match=r"lacks 3 of the \d+ layers .*pass a layer predictor"):
         import_table("nn-meter", partial, "pixel4", space)
+    # a space whose layers nn-Meter's ElasticViT tables cannot describe at all (swish, talking heads)
+    with pytest.raises(TableError, match=r"0\.0% covered.*have no nn-meter key at all"):
+        import_table("nn-meter", lut("pixel4"), "pixel4", load_space("nasvit"))
 
 
 def test_missing_layers_filled_by_a_layer_predictor(space, partial: Path, published) -> None:

@@ -174,8 +174,10 @@ def import_table(importer: str, file: str | Path, device: str, space: SearchSpac
     predicted: Mapping[LayerSpec, float] = {}
     if missing:
         if fill is None:
+            keyless = sum(imp.key(l) is None for l in missing)
+            why = f"; {keyless} of them have no {imp.name} key at all (the format cannot describe them)" if keyless else ""
             raise TableError(f"{path.name} lacks {len(missing)} of the {len(layers)} layers of space {space.name!r} "
-                             f"({cov.share:.1%} covered), e.g. {', '.join(l.key for l in missing[:3])}; "
+                             f"({cov.share:.1%} covered), e.g. {', '.join(l.key for l in missing[:3])}{why}; "
                              "pass a layer predictor to fill them (--fill)")
         predicted = fill(missing, latency)
         unfilled = [l.key for l in missing if not math.isfinite(predicted.get(l, math.nan))]
