@@ -201,7 +201,7 @@ def test_missing_layers_are_refused(space, partial: Path) -> None:
 
 
 def test_missing_layers_filled_by_a_layer_predictor(space, partial: Path, published) -> None:
-    def per_flop(missing, known):
+    def per_flop(space, missing, known):
         """A stand-in layer predictor: the median ms per MAC of the imported layers of the same kind."""
         rate = {}
         for spec, ms in known.items():
@@ -217,6 +217,25 @@ def test_missing_layers_filled_by_a_layer_predictor(space, partial: Path, publis
     predictor = TablePredictor(result.table, space)
     assert predictor.predict(SMALL) == pytest.approx(sum(published["pixel4"][k] for k in SMALL_KEYS))
     assert np.isfinite(predictor.predict(ODD))
+
+
+def test_learned_layer_predictor_fills_missing_layers(space, partial: Path, published) -> None:
+    """`--fill layer`: latencykit's per-kind random forests, fit on the imported entries."""
+    result = CliRunner().invoke(app, ["lut", "import", "nn-meter", str(partial), "--device", "pixel4",
+                                      "--space", "elasticvit", "--fill", "layer", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["sources"] == {"imported": data["entries"] - 3, "predicted": 3}
+    table = LatencyTable.read(default_path("pixel4", "elasticvit"))
+    assert table.meta.provenance["filled_by"] == "layer"
+    truth = {"stem:hw=224,cin=3,cout=16,stride=2,kernel=3,act=hswish": published["pixel4"]["firstconv_224_3_16_2_3"],
+             "stem:hw=224,cin=3,cout=24,stride=2,kernel=3,act=hswish": published["pixel4"]["firstconv_224_3_24_2_3"],
+             "transffn:hw=14,cin=160,cout=160,mlp_ratio=5,act=hswish":
+                 published["pixel4"]["transffn_14_160_5_hard_swish_ln"]}
+    rows = table.rows[table.rows["source"] == "predicted"]
+    assert set(rows["key"]) == set(truth)
+    for key, ms in zip(rows["key"], rows["latency_ms"]):
+        assert 0.5 < ms / truth[key] < 2.0, (key, ms, truth[key])  # a sane estimate, not the measurement
 
 
 def test_unknown_filler_is_named(partial: Path) -> None:

@@ -21,11 +21,27 @@ from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.registry import Registry
 from latencykit.space import SearchSpace
 
-Filler = Callable[[Sequence[LayerSpec], Mapping[LayerSpec, float]], Mapping[LayerSpec, float]]
-"""A layer-level predictor: given the missing layers and the imported (layer -> ms) entries, their
-predicted latencies in ms. Registered in FILLERS (entry points `latencykit.fillers`)."""
+Filler = Callable[[SearchSpace, Sequence[LayerSpec], Mapping[LayerSpec, float]], Mapping[LayerSpec, float]]
+"""A layer-level predictor: given the space, its missing layers and the imported (layer -> ms) entries,
+the missing layers' predicted latencies in ms. Registered in FILLERS (entry points `latencykit.fillers`)."""
 
 FILLERS: Registry[Callable[[], Filler]] = Registry("layer predictor", "latencykit.fillers")
+
+
+@FILLERS.register("layer")
+def layer_filler() -> Filler:
+    """latencykit's `layer` predictor (one random forest per layer kind on shape features and FLOPs,
+    latencykit.lut.learned.LayerModel), fit on the imported entries."""
+
+    def fill(space: SearchSpace, missing: Sequence[LayerSpec], known: Mapping[LayerSpec, float]) -> dict:
+        from latencykit.lut.learned import LayerModel
+
+        meta = TableMeta(device="import", space=space.name, space_digest=space.digest, mode="imported")
+        table = LatencyTable.from_entries(meta, list(known), [{"latency_ms": ms, "source": "imported"}
+                                                              for ms in known.values()])
+        return dict(zip(missing, LayerModel(space, table).predict_layers(list(missing))))
+
+    return fill
 
 
 @dataclass(frozen=True)
@@ -179,7 +195,7 @@ def import_table(importer: str, file: str | Path, device: str, space: SearchSpac
             raise TableError(f"{path.name} lacks {len(missing)} of the {len(layers)} layers of space {space.name!r} "
                              f"({cov.share:.1%} covered), e.g. {', '.join(l.key for l in missing[:3])}{why}; "
                              "pass a layer predictor to fill them (--fill)")
-        predicted = fill(missing, latency)
+        predicted = fill(space, missing, latency)
         unfilled = [l.key for l in missing if not math.isfinite(predicted.get(l, math.nan))]
         if unfilled:
             raise TableError(f"layer predictor {fill_name or 'fill'} left {len(unfilled)} layer(s) without a "
