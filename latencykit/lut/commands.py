@@ -19,7 +19,7 @@ def import_(importer: str = typer.Argument(..., help="Table format (nn-meter).")
             device: str = typer.Option(..., "--device", "-d", help="Name of the phone the table was measured on."),
             space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
             out: Optional[Path] = typer.Option(None, "--out", help="Table file (default: the device's table path)."),
-            fill: Optional[str] = typer.Option(None, "--fill", help="Layer predictor that fills missing layers "
+            fill: Optional[str] = typer.Option(None, "--fill", help="Layer predictor that fills missing layers, e.g. `layer` "
                                                "(marked predicted); without it missing layers are refused."),
             as_json: bool = JsonOption) -> None:
     """Convert a published per-block latency file into the device's table for a space."""
