@@ -45,6 +45,8 @@ def devices(as_json: bool = JsonOption) -> None:
         tables = sorted(p.stem for p in default_path(name, "x").parent.glob("*.parquet"))
         rows.append({"device": name, "format": dev.format, "available": status.ok, "reason": status.reason,
                      "tables": tables})
+        if tables and not status.ok:  # a catalogued phone known by its (imported) tables: say so first
+            rows[-1].update(reason="table only, no device attached", check=status.reason)
     known = {r["device"] for r in rows}
     root = default_path("x", "x").parent.parent
     for folder in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in known):
