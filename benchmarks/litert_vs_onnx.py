@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> Path:
         "",
         f"- CPU: {info['cpu']}, 1 thread, machine shared with other jobs (timings drift; both runtimes",
         "  are timed in the same shuffled rounds, so drift hits them alike)",
-        f"- runtimes: {devices['onnx'].describe()['runtime']} (CPU provider) vs {info['runtime']} (XNNPACK)",
+        f"- runtimes: {devices['onnx'].describe()['runtime']} (CPU provider) vs {info['runtime']} (XNNPACK); "
+        f"clocks: {devices['onnx'].describe()['clock']} / {info['clock']}",
         f"- layers: {len(specs)} distinct layers of {', '.join(spaces)}; {args.rounds} rounds x "
-        f"{args.runs} runs, median of round medians; export of both formats took {export_s:.0f} s",
+        f"{args.runs} runs, median of round medians; exports took {export_s:.0f} s (cached files reused)",
         "",
         "| measure | value |",
         "| --- | --- |",
