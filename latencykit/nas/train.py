@@ -169,7 +169,7 @@ def load_checkpoint(path: Path, space: SearchSpace | None = None) -> dict:
 
 def supernet_from_checkpoint(path: str | Path) -> tuple[Supernet, dict]:
     state = load_checkpoint(Path(path))
-    space = with_classes(load_space(state["space"]), state["classes"])
+    space = with_classes(load_space(state["config"]["space"]), state["classes"])  # a name or a space file
     if space.digest != state["digest"]:
         raise TrainingError(f"checkpoint {path} was trained on another version of space {state['space']}")
     net = Supernet(space, scaling=state["config"]["scaling"])
@@ -245,6 +245,12 @@ def _loss(out: torch.Tensor, y: torch.Tensor, draw: Draw, inplace: torch.Tensor 
 def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
           dataset: Dataset | None = None) -> dict:
     """Train (or resume) a supernet; returns the run summary (also written to summary.json)."""
+    return fit(config, progress, dataset)[1]
+
+
+def fit(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
+        dataset: Dataset | None = None) -> tuple[Supernet, dict]:
+    """`train`, also returning the trained supernet."""
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world, device = init_distributed()
@@ -254,6 +260,8 @@ def train(config: TrainConfig, progress: Callable[[Progress], None] | None = Non
     if resolution % smallest_resolution(space):
         raise TrainingError(f"training resolution {resolution} must be a multiple of "
                             f"{smallest_resolution(space)} for {space.name} (whole patches in every stage)")
+    if not (config.lr > 0 and config.epochs > 0 and config.batch > 0):
+        raise TrainingError("--lr, --epochs and --batch must be positive")
     if config.batch % world:
         raise TrainingError(f"batch {config.batch} does not split evenly over {world} processes")
     train_set, val_set = data.split(config.val_fraction, config.seed)
@@ -333,7 +341,7 @@ def train(config: TrainConfig, progress: Callable[[Progress], None] | None = Non
                "finished": step >= total}
     if rank == 0:
         write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
-    return summary
+    return net, summary
 
 
 def _train_step(net: Supernet, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, sampler,
