@@ -367,7 +367,7 @@ def _train_step(net: Supernet, params: list[torch.nn.Parameter], opt: torch.opti
             if config.grad_projection:
                 g_sup = torch.cat([g.reshape(-1) for g in _grads(params)])
                 opt.zero_grad(set_to_none=True)
-        value = torch.tensor([loss.item()])
+        value = torch.tensor([loss.item()], device=x.device)
         _average([value])
         sampler.observe(d.arch, float(value))
         total += float(value)
