@@ -37,8 +37,12 @@ def accuracy(epochs: int, batch: int) -> dict:
 
     out = RUNS / "accuracy"
     t0 = time.time()
+    def log(p) -> None:
+        print(f"epoch {p.epoch + 1} step {p.step}/{p.steps} loss {p.loss:.3f} {p.images_per_s:.1f} img/s "
+              f"{p.history[-1] if p.history else ''}", file=sys.stderr, flush=True)
+
     summary = train(TrainConfig(space=SPACE, out=str(out), sampler="sandwich", epochs=epochs, batch=batch,
-                                checkpoint_every=20, threads=2))
+                                checkpoint_every=20, threads=2), log)
     summary["wall_s"] = round(time.time() - t0, 1)
     summary["epochs"], summary["batch"] = epochs, batch
     return summary
@@ -208,8 +212,8 @@ def render() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("part", choices=["accuracy", "cost", "conflict", "render"])
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--pairs", type=int, default=30)
     args = ap.parse_args()
