@@ -42,10 +42,28 @@ def accuracy(epochs: int, batch: int) -> dict:
               f"{p.history[-1] if p.history else ''}", file=sys.stderr, flush=True)
 
     summary = train(TrainConfig(space=SPACE, out=str(out), sampler="sandwich", epochs=epochs, batch=batch,
-                                checkpoint_every=20, threads=2), log)
+                                checkpoint_every=4, threads=torch.get_num_threads()), log)
     summary["wall_s"] = round(time.time() - t0, 1)
     summary["epochs"], summary["batch"] = epochs, batch
     return summary
+
+
+def checkpoint_accuracy() -> dict:
+    """Smallest/largest accuracy of the latest `accuracy` checkpoint (e.g. of a run cut short)."""
+    from latencykit.nas.data import digits
+    from latencykit.nas.evaluate import evaluate_subnet
+    from latencykit.nas.train import supernet_from_checkpoint
+
+    net, state = supernet_from_checkpoint(RUNS / "accuracy" / "checkpoint.pt")
+    cfg = state["config"]
+    train_set, val_set = digits().split(cfg["val_fraction"], cfg["seed"])
+    res = state["train_resolution"]
+    acc = {name: evaluate_subnet(net, arch, train_set, val_set, res, cfg["calib_batches"])
+           for name, arch in (("smallest", net.smallest()), ("largest", net.largest()))}
+    steps_per_epoch = train_set.steps_per_epoch(cfg["batch"])
+    return {"step": state["step"], "epochs": round(state["step"] / steps_per_epoch, 2), "batch": cfg["batch"],
+            "planned_epochs": cfg["epochs"], "train_resolution": res, "deploy_resolution": state["deploy_resolution"],
+            "smallest_acc": acc["smallest"], "largest_acc": acc["largest"], "history": state["history"]}
 
 
 def _time_steps(fn, steps: int) -> list[float]:
@@ -141,7 +159,7 @@ def conflict(pairs: int, batch: int) -> dict:
 
 def render() -> str:
     parts = {p: json.loads((RESULTS / f"supernet_{p}.json").read_text())
-             for p in ("accuracy", "cost", "conflict") if (RESULTS / f"supernet_{p}.json").exists()}
+             for p in ("accuracy", "checkpoint", "cost", "conflict") if (RESULTS / f"supernet_{p}.json").exists()}
     lines = ["# Supernet benchmarks (autovit-xxs on scikit-learn digits)", "",
              f"Machine: {platform.machine()}, torch {torch.__version__}, CPU only, 2 cores shared with other jobs "
              "(timings are noisy; ratios are taken within one process, interleaved).", ""]
@@ -159,6 +177,13 @@ def render() -> str:
         last = a["history"][-1]
         lines += ["", f"Targets: largest >= 95% ({'met' if last['largest_acc'] >= 0.95 else 'NOT met'}), "
                       f"smallest >= 90% ({'met' if last['smallest_acc'] >= 0.90 else 'NOT met'}).", ""]
+    if "checkpoint" in parts:
+        c = parts["checkpoint"]
+        lines += ["### Latest checkpoint", "", f"Command: `{c['command']}`", "",
+                  f"After {c['step']} steps ({c['epochs']} of {c['planned_epochs']} planned epochs, batch {c['batch']}), "
+                  f"training resolution {c['train_resolution']}, deployment resolution {c['deploy_resolution']}: "
+                  f"smallest subnet **{c['smallest_acc']:.1%}**, largest subnet **{c['largest_acc']:.1%}** "
+                  "(inherited weights, BN recalibrated).", ""]
     if "cost" in parts:
         c = parts["cost"]
         lines += ["## Step cost and throughput", "", f"Command: `{c['command']}`", "",
@@ -211,18 +236,20 @@ def render() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("part", choices=["accuracy", "cost", "conflict", "render"])
+    ap.add_argument("part", choices=["accuracy", "checkpoint", "cost", "conflict", "render"])
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--pairs", type=int, default=30)
+    ap.add_argument("--threads", type=int, default=1, help="1 avoids OpenMP spinning on an oversubscribed CPU")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     if args.part != "render":
         extra = " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "part"
                          and v != ap.get_default(k))
         fn = {"accuracy": lambda: accuracy(args.epochs, args.batch), "cost": lambda: cost(args.batch, args.steps),
-              "conflict": lambda: conflict(args.pairs, 32)}[args.part]
+              "checkpoint": checkpoint_accuracy,
+              "conflict": lambda: conflict(args.pairs, args.batch)}[args.part]
         result = fn()
         result["command"] = (COMMAND.format(part=args.part) + (" " + extra if extra else "")).strip()
         RESULTS.mkdir(parents=True, exist_ok=True)
