@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +18,6 @@ from latencykit.nas.samplers import SAMPLERS, ComplexityAware, PerformanceAware,
 from latencykit.nas.train import TrainConfig, TrainingError, fit, project
 from latencykit.space import SearchSpace
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_nas_supernet import TINY  # noqa: E402
 
@@ -161,16 +158,24 @@ def test_image_folder_dataset(tmp_path):
     assert x.shape == (4, 3, 16, 16) and set(y.tolist()) <= {0, 1}
 
 
-def test_train_command_json_and_error_exit(space_file, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cli = "import sys; from latencykit.cli import main; sys.argv[0] = 'latencykit'; main()"
-    run = subprocess.run([sys.executable, "-c", cli, "train", "--space", space_file, "--out", str(tmp_path / "r"),
-                          "--max-steps", "1", "--batch", "16", "--resolution", "16", "--threads", "1", "--json"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert run.returncode == 0, run.stderr
-    summary = json.loads(run.stdout)
+def test_train_command_json(space_file, tmp_path, monkeypatch, capsys):
+    from latencykit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["latencykit", "train", "--space", space_file, "--out", str(tmp_path / "r"),
+                                      "--max-steps", "1", "--batch", "16", "--resolution", "16", "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 0
+    summary = json.loads(capsys.readouterr().out)
     assert summary["train_resolution"] == 16 and summary["deploy_resolution"] == 32 and summary["steps"] == 1
-    bad = subprocess.run([sys.executable, "-c", cli, "train", "--space", space_file, "--out", str(tmp_path / "x"),
-                          "--data", str(tmp_path / "nope"), "--json"], capture_output=True, text=True, env=env,
-                         timeout=300)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: dataset folder")
+
+
+def test_train_command_turns_a_missing_dataset_into_an_error_line(space_file, tmp_path, monkeypatch, capsys):
+    from latencykit.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["latencykit", "train", "--space", space_file, "--out", str(tmp_path / "x"),
+                                      "--data", str(tmp_path / "nope"), "--json"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error: dataset folder")
