@@ -53,12 +53,13 @@ class Supernet(nn.Module):
     # -- choosing a subnet ----------------------------------------------------------------------------
     def positions(self, arch: Arch) -> list[tuple[DynamicLayer, LayerSpec]]:
         """(dynamic layer, spec) of every layer of `arch`, in network order."""
-        flat = self.space.slot_index(self.space.encode(arch))[0]
-        _, offsets = self.space._gather
+        genes = self.space.encode(arch)
         out = []
-        for s, slot in enumerate(self.space.slots):
+        for slot in self.space.slots:
+            # a slot lists one layer tuple per combination of its genes, in C order (itertools.product)
+            combo = int(np.ravel_multi_index(tuple(int(genes[d]) for d in slot.deps), slot.dims))
             layers = self.slots[_key(slot.name)]
-            out.extend((layers[i], spec) for i, spec in enumerate(slot.layers[flat[s] - offsets[s]]))
+            out.extend((layers[i], spec) for i, spec in enumerate(slot.layers[combo]))
         return out
 
     def set_active(self, arch: Arch) -> "Supernet":
