@@ -38,7 +38,7 @@ def emit(data: Any, as_json: bool, render: Callable[[Any], Any] | None = None) -
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title)
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")
     for r in rows:
         t.add_row(*[str(x) for x in r])
     return t
@@ -59,4 +59,5 @@ def main() -> None:
 
 # Commands live in one module per subsystem.
 from latencykit import commands  # noqa: E402,F401
+from latencykit.lut import commands as _lut_commands  # noqa: E402,F401
 from latencykit.nas import commands as _nas_commands  # noqa: E402,F401

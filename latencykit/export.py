@@ -19,17 +19,13 @@ from typing import Callable, Sequence
 import torch
 
 from latencykit.errors import LatencykitError
+from latencykit.paths import home
 from latencykit.registry import Registry
 
 ExportFn = Callable[[torch.nn.Module, tuple, Path], None]
 EXPORTERS: Registry[ExportFn] = Registry("export format")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
 ONNX_OPSET = 17
-
-
-def home() -> Path:
-    """latencykit's data folder: $LATENCYKIT_HOME, else ~/.latencykit."""
-    return Path(os.environ.get("LATENCYKIT_HOME", Path.home() / ".latencykit"))
 
 
 @EXPORTERS.register("onnx")

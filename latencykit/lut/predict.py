@@ -13,20 +13,37 @@ from latencykit.space import SearchSpace
 
 
 class TablePredictor:
-    """Isolated sum: each slot's latency is looked up once per gene combination, so scoring a batch
-    of architectures is one integer matmul and one gather (hundreds of thousands per second)."""
+    """Sum of the table's entries. Each slot's latency is looked up once per gene combination, so
+    scoring a batch of architectures is one integer matmul and one gather.
+
+    A removal-mode table adds its base overhead: each reference subnet's own (so the table reproduces
+    its references exactly), the references' median for every other subnet.
+    """
 
     name = "table"
+    measurements = 0
 
     def __init__(self, table: LatencyTable, space: SearchSpace) -> None:
         table.check(space=space)
         self.table, self.space = table, space
         ms = table.rows["latency_ms"].to_dict()
         self.values = space.slot_values(lambda l: ms.get(l.key, np.nan))
+        refs = table.meta.provenance.get("references", [])
+        self._hash = np.random.default_rng(12345).integers(1, 2**62, size=len(space.genes))
+        self._ref_hashes = np.array([int(space.encode(Arch.from_dict(r["arch"])) @ self._hash) for r in refs],
+                                    dtype=np.int64)
+        self._ref_overheads = np.array([r["overhead_ms"] for r in refs], dtype=float)
 
     def predict_genes(self, genes: np.ndarray) -> np.ndarray:
         """Latency in ms for each gene row (NaN where a layer is missing from the table)."""
-        return self.space.evaluate(self.values, genes)
+        genes = np.atleast_2d(genes)
+        out = self.space.evaluate(self.values, genes) + self.table.meta.overhead_ms
+        if len(self._ref_hashes):
+            h = genes @ self._hash
+            hit = np.flatnonzero(np.isin(h, self._ref_hashes))
+            for i in hit:
+                out[i] += self._ref_overheads[self._ref_hashes == h[i]][0] - self.table.meta.overhead_ms
+        return out
 
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
         return self.predict_genes(np.stack([self.space.encode(a) for a in archs]))

@@ -21,14 +21,15 @@ import pyarrow.parquet as pq
 
 from latencykit import __version__
 from latencykit.errors import TableError
-from latencykit.export import home
+from latencykit.paths import table_path
 from latencykit.layers import LayerSpec
 
 FORMAT_VERSION = 1
 META_KEY = b"latencykit"
 SOURCES = ("measured", "predicted", "imported")
 SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
-STAT_COLUMNS = ["latency_ms", "q1_ms", "q3_ms", "cv", "runs", "raw_ms", "ratio", "source"]
+STAT_COLUMNS = ["latency_ms", "q1_ms", "q3_ms", "cv", "runs", "raw_ms", "ratio", "source", "method"]
+"""`source`: measured, predicted or imported. `method`: how a measured entry was obtained (isolated, removal)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TableMeta:
     protocol: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    overhead_ms: float = 0.0
     created: str = ""
     latencykit_version: str = __version__
     format_version: int = FORMAT_VERSION
@@ -50,8 +52,7 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def default_path(device: str, space: str) -> Path:
-    return home() / "tables" / device / f"{space}.parquet"
+default_path = table_path
 
 
 class LatencyTable:
@@ -73,7 +74,7 @@ class LatencyTable:
         df = pd.DataFrame.from_records(records)
         for col in STAT_COLUMNS:
             if col not in df:
-                df[col] = float("nan") if col != "source" else "measured"
+                df[col] = {"source": "measured", "method": meta.mode}.get(col, float("nan"))
         return cls(meta if meta.created else replace(meta, created=now()), df)
 
     def __len__(self) -> int:
@@ -118,6 +119,7 @@ class LatencyTable:
             pq.write_table(table, tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -156,3 +158,14 @@ class LatencyTable:
 
 def _py(value: object) -> object:
     return value.item() if hasattr(value, "item") else value
+
+
+def load_table(device: str, space: "object", path: Path | None = None) -> LatencyTable:
+    """The table for (device, space), refusing one built for anything else."""
+    name = getattr(space, "name")
+    path = Path(path) if path else default_path(device, name)
+    if not path.exists():
+        raise TableError(f"no {device} table for space {name} at {path}; build one with "
+                         f"`latencykit profile --device {device} --space {name}`"
+                         " (or import published measurements with `latencykit lut import`)")
+    return LatencyTable.read(path).check(device=device, space=space)

@@ -1,0 +1,198 @@
+"""The drift-corrected measurement protocol shared by table profiling and whole-model validation.
+
+Timing on shared machines drifts (up to 60% over minutes here) while ratios within one process
+hold within about 2%. So every model is measured in shuffled, interleaved rounds, a fixed reference
+block is measured several times in every round, and each round's values are divided by that round's
+drift factor (its reference median over the reference's overall median). Raw figures are kept too.
+Entries whose variation stays high get extra rounds. Every finished round is appended to a journal,
+so an interrupted run (even `kill -9`) resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from latencykit.blocks import build_layer, layer_inputs
+from latencykit.devices.base import Device
+from latencykit.export import ExportCache
+from latencykit.layers import LayerSpec
+
+REFERENCE = LayerSpec("mbconv", hw=32, cin=64, cout=64, kernel=3, expand=4.0)
+"""The reference block measured in every round: a mid-sized inverted residual."""
+REF_KEY = "__reference__"
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    rounds: int = 15
+    warmup_runs: int = 5
+    min_runs: int = 3
+    max_runs: int = 50
+    burst_ms: float = 4.0
+    ref_every: int = 20
+    cv_threshold: float = 0.05
+    extra_rounds: int = 10
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "reference": REFERENCE.key,
+                "method": "shuffled interleaved rounds; each round divided by its reference-block drift factor; "
+                          "per entry median, quartiles and CV over rounds"}
+
+
+@dataclass(frozen=True)
+class Stats:
+    latency_ms: float
+    q1_ms: float
+    q3_ms: float
+    cv: float
+    runs: int
+    raw_ms: float
+    ratio: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def export_reference(cache: ExportCache, fmt: str) -> Path:
+    return export_layer(REFERENCE, cache, fmt)
+
+
+def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
+    """A layer exported alone, with seeded weights so the same spec always gives the same file."""
+    torch.manual_seed(0)
+    return cache.export(build_layer(spec), layer_inputs(spec), fmt)
+
+
+class Journal:
+    """Append-only record of finished rounds; a torn last line (kill -9) is dropped on load."""
+
+    def __init__(self, path: Path, header: dict) -> None:
+        self.path, self.header = path, header
+        self.rounds: list[dict] = []
+        lines = self._read()
+        if lines and lines[0] == header:
+            self.rounds = lines[1:]
+        self._rewrite()
+
+    def _read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return out
+
+    def _rewrite(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        with os.fdopen(fd, "w") as f:
+            for item in [self.header, *self.rounds]:
+                f.write(json.dumps(item) + "\n")
+        os.replace(tmp, self.path)
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.rounds.append(record)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def measure_models(device: Device, models: Mapping[str, Path], reference: Path, protocol: Protocol,
+                   journal: Journal | None = None, progress: Progress | None = None) -> dict[str, Stats]:
+    """Drift-corrected statistics for each model file, measured in interleaved rounds."""
+    keys = list(models)
+    finished = [r for r in journal.rounds if r["phase"] != "done"] if journal else []
+    if journal and len(finished) < len(journal.rounds):
+        return _statistics(finished, keys)  # this measurement completed before an interruption
+    handles = {k: device.open(p) for k, p in models.items()}
+    handles[REF_KEY] = device.open(reference)
+    try:
+        runs = {k: _burst_runs(device, h, protocol) for k, h in handles.items()}
+        rounds = list(journal.rounds) if journal else []
+        rng = np.random.default_rng(protocol.seed + len(rounds))
+        base_left = max(protocol.rounds - sum(r["phase"] == "base" for r in rounds), 0)
+        total = base_left * len(keys)
+        done = 0
+
+        def run_round(phase: str, subset: list[str]) -> None:
+            nonlocal done
+            order = list(rng.permutation(subset))
+            raw: dict[str, float] = {}
+            ref = [device.measure(handles[REF_KEY], runs[REF_KEY])]
+            for i, key in enumerate(order):
+                raw[key] = device.measure(handles[key], runs[key])
+                if (i + 1) % protocol.ref_every == 0 or i == len(order) - 1:
+                    ref.append(device.measure(handles[REF_KEY], runs[REF_KEY]))
+                done += 1
+                if progress:
+                    progress(done, total)
+            record = {"phase": phase, "raw": raw, "ref": ref}
+            rounds.append(record)
+            if journal:
+                journal.append(record)
+
+        for _ in range(base_left):
+            run_round("base", keys)
+        stats = _statistics(rounds, keys)
+        noisy = [k for k in keys if stats[k].cv > protocol.cv_threshold]
+        extra_done = sum(r["phase"] == "extra" for r in rounds)
+        if noisy and extra_done < protocol.extra_rounds:
+            total += (protocol.extra_rounds - extra_done) * len(noisy)
+            for _ in range(protocol.extra_rounds - extra_done):
+                run_round("extra", noisy)
+            stats = _statistics(rounds, keys)
+        if journal:
+            journal.append({"phase": "done"})
+        return stats
+    finally:
+        for h in handles.values():
+            device.close(h)
+
+
+def _burst_runs(device: Device, handle: object, protocol: Protocol) -> int:
+    """Warm the model up, then pick how many back-to-back runs make one burst of about `burst_ms`."""
+    t = device.measure(handle, protocol.warmup_runs)
+    if not t > 0:
+        return protocol.min_runs
+    return int(min(max(math.ceil(protocol.burst_ms / t), protocol.min_runs), protocol.max_runs))
+
+
+def _statistics(rounds: list[dict], keys: list[str]) -> dict[str, Stats]:
+    ref_all = np.concatenate([r["ref"] for r in rounds])
+    ref_median = float(np.median(ref_all))
+    per_key: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
+    for r in rounds:
+        factor = float(np.median(r["ref"])) / ref_median
+        for k, v in r["raw"].items():
+            if k in per_key:
+                per_key[k].append((v / factor, v))
+    out = {}
+    for k, pairs in per_key.items():
+        corrected = np.array([c for c, _ in pairs])
+        raw = np.array([r for _, r in pairs])
+        q1, med, q3 = np.percentile(corrected, [25, 50, 75])
+        cv = float(corrected.std() / corrected.mean()) if len(corrected) > 1 else float("nan")
+        out[k] = Stats(float(med), float(q1), float(q3), cv, len(corrected), float(np.median(raw)),
+                       float(med / ref_median))
+    out[REF_KEY] = Stats(ref_median, *np.percentile(ref_all, [25, 75]).tolist(),
+                         float(ref_all.std() / ref_all.mean()), len(ref_all), ref_median, 1.0)
+    return out

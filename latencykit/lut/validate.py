@@ -1,0 +1,183 @@
+"""Validate a predictor against whole subnets measured with the same drift-corrected protocol.
+
+Both passes of whole-model measurement are expressed relative to the reference block, then scaled
+by the table's reference latency, so a table profiled minutes or days ago is compared fairly with
+models measured now. The two passes measured back to back give the test-retest noise floor.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import kendalltau
+
+from latencykit.arch import Arch
+from latencykit.blocks import build
+from latencykit.devices import Device, require
+from latencykit.export import ExportCache, default_cache
+from latencykit.lut.protocol import Progress, Protocol, REF_KEY, export_reference, measure_models
+from latencykit.lut.table import LatencyTable
+from latencykit.space import SearchSpace
+
+WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
+                                ref_every=10, extra_rounds=4, cv_threshold=0.04)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    n: int
+    rmse_ms: float
+    mape_pct: float
+    rmspe_pct: float
+    bias_pct: float
+    within_5_pct: float
+    within_10_pct: float
+    kendall_tau: float
+
+    @classmethod
+    def compare(cls, predicted: np.ndarray, measured: np.ndarray) -> "Metrics":
+        """Errors of `predicted` against `measured`; bias > 0 means predictions run low."""
+        err = (predicted - measured) / measured
+        return cls(len(measured), float(np.sqrt(np.mean((predicted - measured) ** 2))),
+                   float(np.mean(np.abs(err)) * 100), float(np.sqrt(np.mean(err**2)) * 100),
+                   float((np.mean(measured / predicted) - 1) * 100),
+                   float(np.mean(np.abs(err) <= 0.05) * 100), float(np.mean(np.abs(err) <= 0.10) * 100),
+                   float(kendalltau(predicted, measured).statistic))
+
+
+@dataclass
+class Measurements:
+    """Whole-model latencies (ms on the table's reference scale) from two back-to-back passes."""
+
+    archs: list[Arch]
+    first: np.ndarray
+    second: np.ndarray
+    raw_ms: np.ndarray
+    reference_ms_now: float
+
+    @property
+    def measured(self) -> np.ndarray:
+        return (self.first + self.second) / 2
+
+    def to_dict(self) -> dict:
+        return {"archs": [a.to_dict() for a in self.archs], "first_ms": self.first.tolist(),
+                "second_ms": self.second.tolist(), "raw_ms": self.raw_ms.tolist(),
+                "reference_ms_now": self.reference_ms_now}
+
+
+@dataclass
+class Validation:
+    predictor: str
+    device: str
+    space: str
+    metrics: Metrics
+    noise_floor: Metrics
+    predicted: np.ndarray
+    measurements: Measurements
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"predictor": self.predictor, "device": self.device, "space": self.space,
+                "latency": "predicted vs measured", "metrics": asdict(self.metrics),
+                "noise_floor": asdict(self.noise_floor), **self.extra}
+
+
+def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Arch] = ()) -> list[Arch]:
+    """`n` distinct random architectures (seeded), none of them in `exclude` (e.g. a training set)."""
+    rng = np.random.default_rng(seed)
+    seen: dict[Arch, None] = {}
+    skip = set(exclude)
+    while len(seen) < n:
+        for row in space.sample_genes(n, rng):
+            arch = space.decode(row)
+            if arch not in skip:
+                seen.setdefault(arch)
+            if len(seen) == n:
+                break
+    return list(seen)
+
+
+def export_model(space: SearchSpace, arch: Arch, cache: ExportCache, fmt: str) -> Path:
+    torch.manual_seed(0)
+    net = build(space.layers(arch))
+    return cache.export(net, (torch.randn(1, 3, arch.resolution, arch.resolution),), fmt)
+
+
+def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable,
+                  protocol: Protocol = WHOLE_MODEL_PROTOCOL, cache: ExportCache | None = None,
+                  progress: Progress | None = None) -> Measurements:
+    """Measure whole models twice; express each as ratio to the reference times the table's reference ms."""
+    require(device)
+    cache = cache or default_cache()
+    files = {str(i): export_model(space, a, cache, device.format) for i, a in enumerate(archs)}
+    reference = export_reference(cache, device.format)
+    scale = table.meta.reference.get("ms")
+    if not scale:
+        raise ValueError("this table has no reference block; measured models cannot be put on its scale")
+    passes = []
+    n = len(files)
+    for p in range(2):
+        offset = p * n * protocol.rounds
+
+        def step(done: int, total: int, offset: int = offset) -> None:
+            if progress:
+                progress(offset + done, 2 * n * protocol.rounds)
+
+        passes.append(measure_models(device, files, reference, protocol, None, step))
+    keys = list(files)
+    first = np.array([passes[0][k].ratio for k in keys]) * scale
+    second = np.array([passes[1][k].ratio for k in keys]) * scale
+    raw = np.array([(passes[0][k].raw_ms + passes[1][k].raw_ms) / 2 for k in keys])
+    ref_now = (passes[0][REF_KEY].latency_ms + passes[1][REF_KEY].latency_ms) / 2
+    return Measurements(list(archs), first, second, raw, ref_now)
+
+
+def evaluate(name: str, predict: Callable[[Sequence[Arch]], np.ndarray], m: Measurements, device: str,
+             space: str) -> Validation:
+    predicted = np.asarray(predict(m.archs), dtype=float)
+    return Validation(name, device, space, Metrics.compare(predicted, m.measured),
+                      Metrics.compare(m.second, m.first), predicted, m)
+
+
+def scatter_plot(v: Validation, path: Path) -> Path:
+    """Predicted against measured latency, with the y = x line and a ±10% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = v.measurements.measured
+    lo, hi = float(min(measured.min(), v.predicted.min())) * 0.9, float(max(measured.max(), v.predicted.max())) * 1.1
+    fig, ax = plt.subplots(figsize=(5, 5))
+    xs = np.linspace(lo, hi, 50)
+    ax.fill_between(xs, xs * 0.9, xs * 1.1, color="0.9", label="±10%")
+    ax.plot(xs, xs, "k--", lw=1, label="y = x")
+    ax.scatter(measured, v.predicted, s=14, label=f"{v.metrics.n} subnets")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel(f"predicted latency (ms, {v.predictor})")
+    ax.set_title(f"{v.space} on {v.device}: {v.metrics.within_10_pct:.0f}% within ±10%, "
+                 f"RMSPE {v.metrics.rmspe_pct:.1f}%", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def save(v: Validation, out: Path) -> dict[str, Path]:
+    """Write summary JSON (with every measurement) and the scatter plot into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    data = {**v.summary(), "predicted_ms": v.predicted.tolist(), "measurements": v.measurements.to_dict()}
+    js = out / f"validation-{v.predictor}.json"
+    tmp = js.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(js)
+    return {"json": js, "plot": scatter_plot(v, out / f"validation-{v.predictor}.png")}

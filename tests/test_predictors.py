@@ -1,0 +1,115 @@
+"""Removal-mode tables and learned predictors, on real ONNX Runtime measurements of a small space."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latencykit.arch import Arch
+from latencykit.devices import get_device
+from latencykit.export import ExportCache
+from latencykit.lut.learned import PREDICTORS, PredictorError, load_predictor, predictor_path
+from latencykit.lut.predict import TablePredictor
+from latencykit.lut.profile import profile
+from latencykit.lut.protocol import Protocol
+from latencykit.lut.removal import choose_references, profile_removal, removable
+from latencykit.lut.validate import Metrics, measure_archs, sample_archs
+from latencykit.space import load_space
+
+FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, extra_rounds=2)
+WHOLE = Protocol(rounds=4, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=3.0, extra_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory, tiny):
+    folder = tmp_path_factory.mktemp("predictor-tables")
+    cache = ExportCache(folder / "exports")
+    host = get_device("host")
+    iso = profile(tiny, host, folder / "iso" / "tiny.parquet", FAST, cache)
+    rem = profile_removal(tiny, host, folder / "rem" / "tiny.parquet", FAST, WHOLE, cache)
+    return iso, rem, cache
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A table and whole-model measurements of a space whose layers are big enough that compute,
+    not per-call overhead, sets their latency (as in real spaces)."""
+    folder = tmp_path_factory.mktemp("small-tables")
+    cache = ExportCache(folder / "exports")
+    space = load_space(str(Path(__file__).parent / "data" / "small.json"))
+    host = get_device("host")
+    table = profile(space, host, folder / "small.parquet", FAST, cache).table
+    train = sample_archs(space, 16, seed=1000)
+    test = sample_archs(space, 10, seed=0, exclude=train)
+    protocol = Protocol(rounds=3, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=3.0, extra_rounds=2)
+    return (space, table, train, measure_archs(space, host, train, table, protocol, cache).measured,
+            test, measure_archs(space, host, test, table, protocol, cache))
+
+
+def test_references_cover_every_removable_layer(tiny) -> None:
+    refs = choose_references(tiny)
+    assert refs[:2] == [tiny.largest(), tiny.smallest()]
+    covered = {l for r in refs for l in tiny.layers(r)}
+    assert {l for l in tiny.distinct_layers() if removable(l)} <= covered
+
+
+def test_removal_entries_add_up_to_the_reference_models(tables, tiny) -> None:
+    _, rem, _ = tables
+    table = rem.table
+    assert table.meta.mode == "removal"
+    methods = dict(zip(table.rows["key"], table.rows["method"]))
+    assert {methods[l.key] for l in tiny.distinct_layers() if removable(l)} == {"removal"}
+    assert {methods[l.key] for l in tiny.distinct_layers() if not removable(l)} == {"isolated"}
+    pred = TablePredictor(table, tiny)
+    refs = table.meta.provenance["references"]
+    for ref in refs:
+        arch = Arch.from_dict(ref["arch"])
+        entries = sum(table.latency(l) for l in tiny.layers(arch))
+        assert entries + ref["overhead_ms"] == pytest.approx(ref["measured_ms"])
+        assert pred.predict(arch) == pytest.approx(ref["measured_ms"])  # the table reproduces its references
+    # the shared (median) overhead is a small part of a reference's latency: the entries carry the cost
+    assert abs(table.meta.overhead_ms) < 0.5 * np.median([r["measured_ms"] for r in refs])
+
+
+def test_learned_predictors_beat_the_flops_baseline(small) -> None:
+    space, table, train, y_train, test, m_test = small
+    errors = {}
+    for name in ("flops", "calibrated"):
+        model = PREDICTORS.get(name)(space, table).fit(train, y_train)
+        assert model.measurements == len(train)
+        errors[name] = Metrics.compare(model.predict_many(test), m_test.measured).rmspe_pct
+    errors["layer"] = Metrics.compare(PREDICTORS.get("layer")(space, table).predict_many(test), m_test.measured).rmspe_pct
+    assert errors["calibrated"] < errors["flops"], errors
+    assert np.isfinite(errors["layer"])
+
+
+def test_layer_model_predicts_layers_missing_from_the_table(tables, tiny) -> None:
+    iso, _, _ = tables
+    model = PREDICTORS.get("layer")(tiny, iso.table)
+    known = tiny.distinct_layers()
+    wider = [l.__class__(**{**l.to_dict(), "hw": l.hw * 2}) for l in known if l.kind == "mbconv"][:5]
+    assert not any(l in iso.table for l in wider)
+    pred = model.predict_layers(wider)
+    base = np.array([iso.table.latency(l) for l in known if l.kind == "mbconv"][:5])
+    assert np.isfinite(pred).all() and (pred > 0).all()
+    assert pred.sum() >= base.sum()  # four times the pixels never costs less
+
+
+def test_saved_predictor_round_trips_and_refuses_other_versions(small, tmp_path) -> None:
+    space, table, train, y_train, test, _ = small
+    model = PREDICTORS.get("calibrated")(space, table).fit(train, y_train)
+    path = model.save(predictor_path(tmp_path / "small.parquet", "calibrated"))
+    again = load_predictor(path, space, table)
+    assert np.allclose(again.predict_many(test), model.predict_many(test))
+    assert again.training_archs == train
+    blob = pickle.loads(path.read_bytes())
+    blob["sklearn"] = "0.0.1"
+    path.write_bytes(pickle.dumps(blob))
+    with pytest.raises(PredictorError, match="saved with sklearn 0.0.1.*refit it with `latencykit fit --predictor calibrated`"):
+        load_predictor(path, space, table)
+    path.write_bytes(b"junk")
+    with pytest.raises(PredictorError, match="not a latencykit predictor"):
+        load_predictor(path, space, table)

@@ -1,0 +1,124 @@
+"""Profiling on the real ONNX Runtime host device: tables, statistics, resume, prediction, validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latencykit.devices import get_device
+from latencykit.export import ExportCache
+from latencykit.lut.predict import TablePredictor
+from latencykit.lut.profile import profile
+from latencykit.lut.table import load_table
+from latencykit.lut.protocol import REFERENCE, Protocol
+from latencykit.lut.table import LatencyTable, default_path
+from latencykit.space import load_space
+from latencykit.lut.validate import evaluate, measure_archs, sample_archs, save
+
+from conftest import TINY
+
+FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, extra_rounds=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tmp_path_factory, tiny) -> LatencyTable:
+    folder = tmp_path_factory.mktemp("tiny-table")
+    result = profile(tiny, get_device("host"), folder / "tiny.parquet", FAST, ExportCache(folder / "exports"))
+    assert result.path.exists() and result.resumed_rounds == 0
+    return result.table
+
+
+def test_one_row_per_distinct_layer_with_statistics(tiny, tiny_table) -> None:
+    rows = tiny_table.rows
+    assert sorted(rows["key"]) == sorted(l.key for l in tiny.distinct_layers())
+    assert (rows["source"] == "measured").all()
+    assert (rows["latency_ms"] > 0).all()
+    assert (rows["q1_ms"] <= rows["latency_ms"]).all() and (rows["latency_ms"] <= rows["q3_ms"]).all()
+    assert (rows["runs"] >= FAST.rounds).all()
+    assert np.allclose(rows["ratio"] * tiny_table.meta.reference["ms"], rows["latency_ms"])
+    meta = tiny_table.meta
+    assert meta.device == "host" and meta.space == "tiny" and meta.mode == "isolated"
+    assert meta.device_info["runtime"].startswith("onnxruntime") and meta.device_info["threads"] == 1
+    assert meta.protocol["rounds"] == FAST.rounds and meta.reference["key"] == REFERENCE.key
+    assert meta.created
+
+
+def test_table_round_trips_through_parquet(tiny_table, tmp_path) -> None:
+    path = tiny_table.write(tmp_path / "tables" / "t.parquet")
+    again = LatencyTable.read(path)
+    assert again.meta == tiny_table.meta
+    assert again.rows["latency_ms"].tolist() == tiny_table.rows["latency_ms"].tolist()
+    assert again.specs() == tiny_table.specs()
+    assert [p.name for p in path.parent.iterdir()] == ["t.parquet"]  # no temp file left behind
+
+
+def test_predictor_sums_the_entries_and_scores_batches(tiny, tiny_table) -> None:
+    pred = TablePredictor(tiny_table, tiny)
+    for seed in range(10):
+        arch = tiny.sample(seed)
+        by_hand = sum(tiny_table.latency(l) for l in tiny.layers(arch))
+        assert pred.predict(arch) == pytest.approx(by_hand, rel=1e-12)
+    genes = tiny.sample_genes(1000, 0)
+    batch = pred.predict_genes(genes)
+    assert batch.shape == (1000,) and np.isfinite(batch).all()
+    assert batch[3] == pytest.approx(pred.predict(tiny.decode(genes[3])))
+
+
+def test_table_is_refused_for_another_space_or_device(tiny_table) -> None:
+    from latencykit.errors import TableError
+    from latencykit.space import load_space
+
+    with pytest.raises(TableError, match="built for space 'tiny', not 'autovit-xxs'"):
+        tiny_table.check(space=load_space("autovit-xxs"))
+    with pytest.raises(TableError, match="built for device 'host', not 'pixel4'"):
+        tiny_table.check(device="pixel4")
+
+
+def test_validation_reports_metrics_noise_floor_and_plot(tiny, tiny_table, tmp_path) -> None:
+    archs = sample_archs(tiny, 6, seed=1)
+    assert len(set(archs)) == 6
+    m = measure_archs(tiny, get_device("host"), archs, tiny_table,
+                      protocol=Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0))
+    v = evaluate("table", TablePredictor(tiny_table, tiny).predict_many, m, "host", "tiny")
+    assert v.metrics.n == 6 and v.noise_floor.n == 6
+    assert 0 <= v.metrics.within_5_pct <= v.metrics.within_10_pct <= 100
+    # subnets of this space differ several-fold in cost: the table must rank them, not just exist
+    assert v.metrics.kendall_tau > 0.3
+    files = save(v, tmp_path)
+    assert files["plot"].read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(files["json"].read_text())
+    assert data["latency"] == "predicted vs measured" and len(data["measurements"]["first_ms"]) == 6
+
+
+def test_interrupted_profile_resumes(home: Path) -> None:
+    """kill -9 in the middle of profiling: no table appears, and the next run resumes the rounds."""
+    cmd = [sys.executable, "-m", "latencykit", "profile", "--device", "host", "--space", TINY,
+           "--rounds", "30", "--json"]
+    table = default_path("host", "tiny")
+    journal = table.with_name(table.name + ".journal")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 4):
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not table.exists()
+    rounds_before = len(journal.read_text().splitlines()) - 1
+    assert rounds_before >= 3
+    with open(journal, "a") as f:
+        f.write('{"phase": "base", "raw": {"torn')  # a write cut short by the kill
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    summary = json.loads(out.stdout)
+    assert summary["resumed_rounds"] >= rounds_before
+    assert not journal.exists()
+    t = load_table("host", load_space(TINY))
+    assert (t.rows["runs"] >= 30).all()
