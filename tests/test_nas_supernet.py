@@ -45,7 +45,7 @@ def tiny() -> SearchSpace:
 def test_check_supernet_on_every_autovit_space(name, tmp_path):
     space = with_classes(load_space(name), 10)
     assert smallest_resolution(space) == 128
-    results = check_supernet(space, ExportCache(tmp_path), random=1, batch=1,
+    results = check_supernet(space, ExportCache(tmp_path), random=1, batch=1, resolution=128,  # train res
                              supernet=Supernet(space, scaling=name == "autovit-xs"))
     assert len(results) == 3
     for r in results:
@@ -112,3 +112,23 @@ def test_gradient_cosine_is_one_for_a_subnet_with_itself():
     assert gradient_cosine(net, space.largest(), space.largest(), x, y) == pytest.approx(1.0, abs=1e-5)
     c = gradient_cosine(net, space.smallest(), space.largest(), x, y)
     assert -1.0 <= c <= 1.0
+
+
+@pytest.mark.parametrize("name", ["elasticvit", "nasvit"])
+def test_check_supernet_on_position_bias_spaces_at_the_arch_resolution(name, tmp_path):
+    space = with_classes(load_space(name), 10)
+    net = Supernet(space)
+    assert net.resolution_bound
+    results = check_supernet(space, ExportCache(tmp_path), archs=[space.smallest()], supernet=net)
+    assert results[0].max_abs_diff < 1e-5 and results[0].params == space.params(space.smallest())
+
+
+def test_relative_position_bias_keeps_each_offset_when_the_map_shrinks():
+    big = LayerSpec("transattn", 4, 16, 16, heads=2, head_dim=8, act="hswish")
+    small = LayerSpec("transattn", 2, 16, 16, heads=1, head_dim=8, act="hswish")
+    layer = DynamicLayer([big, small])
+    with torch.no_grad():
+        layer.full.bias.copy_(torch.arange(2 * 49, dtype=torch.float32).reshape(2, 49))
+    got = layer.sliced_state(small)["bias"]  # (1, 9): offsets -1..1 of a 2x2 map
+    grid = torch.arange(49, dtype=torch.float32).reshape(7, 7)  # offsets -3..3 of a 4x4 map
+    assert torch.equal(got, grid[2:5, 2:5].reshape(1, 9))

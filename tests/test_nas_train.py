@@ -148,6 +148,8 @@ def test_clear_errors(space_file, few_digits, tmp_path):
 
 
 def test_image_folder_dataset(tmp_path):
+    tmp_path = tmp_path / "images"
+    tmp_path.mkdir()
     for c, value in (("cat", 30), ("dog", 220)):
         (tmp_path / c).mkdir()
         for i in range(3):

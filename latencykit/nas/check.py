@@ -18,7 +18,7 @@ import torch
 from latencykit.arch import Arch
 from latencykit.errors import LatencykitError
 from latencykit.export import ExportCache
-from latencykit.nas.supernet import Supernet, smallest_resolution
+from latencykit.nas.supernet import Supernet
 from latencykit.space import SearchSpace
 
 
@@ -42,14 +42,17 @@ class CheckResult:
 def check_supernet(space: SearchSpace, cache: ExportCache, archs: list[Arch] | None = None, random: int = 2,
                    resolution: int | None = None, batch: int = 2, seed: int = 0, tol: float = 1e-5,
                    supernet: Supernet | None = None) -> list[CheckResult]:
-    """Run the contract on `archs` (default: smallest, largest and `random` random ones); raise on failure."""
-    resolution = resolution or smallest_resolution(space)
+    """Run the contract on `archs` (default: smallest, largest and `random` random ones); raise on failure.
+
+    Inputs are at `resolution`, else at each architecture's own resolution (blocks with position
+    biases, as ElasticViT's and NASViT's attention, only run at the resolution they were built for)."""
     net = supernet if supernet is not None else Supernet(space)
     archs = archs or [space.smallest(), space.largest(), *(space.sample(seed + i) for i in range(random))]
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 3, resolution, resolution, generator=g)
     results = []
     for arch in archs:
+        side = resolution or arch.resolution
+        x = torch.randn(batch, 3, side, side, generator=g)
         net.train().set_active(arch)
         with torch.no_grad():
             net(x * 1.5 + 0.3)  # move the active slices of the BN running statistics

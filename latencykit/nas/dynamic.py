@@ -73,8 +73,29 @@ def _halves(full: torch.Tensor, big: LayerSpec, spec: LayerSpec) -> torch.Tensor
     return keep_heads(full, 1, 2, big.cout, 2, spec.cout)
 
 
+def _value_channels(full: torch.Tensor, big: LayerSpec, spec: LayerSpec) -> torch.Tensor:
+    """A per-channel tensor over the value width (e.g. a depthwise conv on V): whole heads."""
+    return keep_heads(full, 0, big.heads, _vw(big), spec.heads, _vw(spec))
+
+
+def _relative_bias(full: torch.Tensor, big: LayerSpec, spec: LayerSpec) -> torch.Tensor:
+    """Relative position bias (heads, (2S-1)^2) over offsets of an S x S map: the first heads and the
+    centre (2s-1) x (2s-1) offsets, so an offset keeps its bias whatever the map size."""
+    n, m = 2 * big.hw - 1, 2 * spec.hw - 1
+    start = (n - m) // 2
+    grid = full[: spec.heads].unflatten(1, (n, n))
+    return grid[:, start:start + m, start:start + m].flatten(1)
+
+
 SLICE_RULES.add("transformer", {"attn.qkv.weight": _qkv, "attn.qkv.bias": _qkv, "attn.proj.weight": _proj})
 SLICE_RULES.add("mvit_fusion", {"fuse.0.weight": _halves})
+for _kind in ("transattn", "nasvit_attn"):  # ElasticViT / NASViT attention (latencykit.blocks.TransAttention)
+    SLICE_RULES.add(_kind, {"qkv.weight": _qkv, "proj.weight": _proj, "v_conv.weight": _value_channels,
+                            "bias": _relative_bias})
+
+RESOLUTION_BOUND_KINDS = {"transattn", "nasvit_attn"}
+"""Layer kinds whose block only runs on the map size it was built for (a relative position bias table).
+A network containing one runs at each architecture's own resolution, not at a training resolution."""
 
 _NUMERIC = ("hw", "cin", "cout", "kernel", "expand", "heads", "head_dim", "mlp_ratio", "v_scale", "patch",
             "hidden")
@@ -110,11 +131,23 @@ class DynamicLayer(nn.Module):
         self._templates: dict[LayerSpec, tuple[nn.Module, list[tuple[str, torch.Size]]]] = {}
 
     def template(self, spec: LayerSpec) -> tuple[nn.Module, list[tuple[str, torch.Size]]]:
-        """A weightless (meta) static module of `spec` and its tensors' names and shapes."""
+        """A weightless (meta) static module of `spec`, and the names and shapes of its weights.
+
+        Buffers a block derives from its spec and does not save (e.g. a position index table) are not
+        weights: the template gets real ones, from one real build of the block."""
         if spec not in self._templates:
             with torch.device("meta"):
                 module = build_layer(spec)
-            shapes = [(n, t.shape) for n, t in [*module.named_parameters(), *module.named_buffers()]]
+            saved = set(module.state_dict())
+            derived = [n for n, _ in module.named_buffers() if n not in saved]
+            if derived:
+                real = dict(build_layer(spec).named_buffers())
+                for name in derived:
+                    owner, _, attr = name.rpartition(".")
+                    sub = module.get_submodule(owner) if owner else module
+                    sub.register_buffer(attr, real[name], persistent=False)
+            shapes = [(n, t.shape) for n, t in [*module.named_parameters(), *module.named_buffers()]
+                      if n in saved]
             self._templates[spec] = (module, shapes)
         return self._templates[spec]
 
@@ -145,6 +178,11 @@ class DynamicLayer(nn.Module):
     def run(self, spec: LayerSpec, *inputs: torch.Tensor) -> torch.Tensor:
         module = self.template(spec)[0]
         module.train(self.training)
+        device = next(self.full.parameters()).device
+        for sub in module.modules():  # derived buffers follow the weights (e.g. onto CUDA)
+            for name, b in sub._buffers.items():
+                if b is not None and not b.is_meta and b.device != device:
+                    sub._buffers[name] = b.to(device)
         return functional_call(module, self.sliced_state(spec), inputs)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 from latencykit.arch import Arch
 from latencykit.blocks import MODULES, Network, build, group_layers
 from latencykit.layers import LayerSpec
-from latencykit.nas.dynamic import Bound, DynamicLayer
+from latencykit.nas.dynamic import RESOLUTION_BOUND_KINDS, Bound, DynamicLayer
 from latencykit.space import SearchSpace
 
 
@@ -46,6 +46,8 @@ class Supernet(nn.Module):
             self.slots[_key(slot.name)] = nn.ModuleList(
                 DynamicLayer([layers[i] for layers in combos if len(layers) > i], scaling=scaling)
                 for i in range(depth))
+        self.resolution_bound = any(l.kind in RESOLUTION_BOUND_KINDS for l in space.distinct_layers())
+        """True when subnets must run at their own resolution (see dynamic.RESOLUTION_BOUND_KINDS)."""
         self._body: tuple[nn.Module, ...] = ()
         self.arch: Arch | None = None
         self.set_active(space.largest())
@@ -92,7 +94,8 @@ class Supernet(nn.Module):
         assert len(statics) == len(pos), "blocks.build and the supernet disagree on the layer count"
         with torch.no_grad():
             for module, (layer, spec) in zip(statics, pos):
-                module.load_state_dict({k: v.detach().clone() for k, v in layer.sliced_state(spec).items()})
+                state = layer.sliced_state(spec)
+                module.load_state_dict({k: state[k].detach().clone() for k in module.state_dict()})
         return net.train(self.training)
 
 

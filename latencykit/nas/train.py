@@ -196,8 +196,8 @@ def write_metrics(out: Path, history: list[dict]) -> None:
         ax.plot(epochs, [h[key] for h in history], marker="o", label=label)
     h = history[-1]
     ax.set(xlabel="epoch", ylabel="validation accuracy",
-           title=f"{h['space']} on {h['data']} (train {h['train_resolution']}px, "
-                 f"deploy {h['deploy_resolution']}px)")
+           title=f"{h['space']} on {h['data']} (training resolution {h['train_resolution']}, "
+                 f"deployment {h['deploy_resolution']})")
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -290,8 +290,11 @@ def fit(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
             for t in [*params, *net.buffers()]:
                 dist.broadcast(t, 0)
 
+    if net.resolution_bound:  # position-bias attention: each subnet trains at its own resolution
+        resolution = max(space.resolution)
     meta = {"space": space.name, "data": data.name, "sampler": config.sampler,
-            "train_resolution": resolution, "deploy_resolution": max(space.resolution)}
+            "train_resolution": "per architecture" if net.resolution_bound else resolution,
+            "deploy_resolution": max(space.resolution)}
 
     def checkpoint() -> None:
         _average([b for b in net.buffers() if b.is_floating_point()])  # BN statistics of all ranks
@@ -327,7 +330,8 @@ def fit(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
             _average([b for b in net.buffers() if b.is_floating_point()])
             row = {"epoch": epoch + 1, "step": step, **meta}
             for name, arch in (("smallest", net.smallest()), ("largest", net.largest())):
-                row[f"{name}_acc"] = round(evaluate_subnet(net, arch, train_set, val_set, resolution,
+                side = arch.resolution if net.resolution_bound else resolution
+                row[f"{name}_acc"] = round(evaluate_subnet(net, arch, train_set, val_set, side,
                                                            config.calib_batches, device=device), 4)
             net.train()
             history.append(row)
@@ -344,6 +348,10 @@ def fit(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
     return net, summary
 
 
+def resize_to(x: torch.Tensor, side: int) -> torch.Tensor:
+    return x if x.shape[-1] == side else F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+
+
 def _train_step(net: Supernet, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer, sampler,
                 draws: list[Draw], x: torch.Tensor, y: torch.Tensor, teacher: torch.nn.Module | None,
                 config: TrainConfig, lr: float) -> float:
@@ -354,12 +362,12 @@ def _train_step(net: Supernet, params: list[torch.nn.Parameter], opt: torch.opti
     teacher_out = None
     if teacher is not None:
         with torch.no_grad():
-            teacher_out = teacher(x)
+            teacher_out = teacher(resize_to(x, teacher.resolution) if net.resolution_bound else x)
     inplace, g_sup, total = None, None, 0.0
     draws = sorted(draws, key=lambda d: d.role != "sup")  # the supernet first: it teaches in place
     for d in draws:
         net.set_active(d.arch)
-        out = net(x)
+        out = net(resize_to(x, d.arch.resolution) if net.resolution_bound else x)
         loss = _loss(out, y, d, inplace, teacher_out, config)
         loss.backward()
         if d.role == "sup":
