@@ -321,13 +321,16 @@ class _Search:
         self.evaluate(rows, m, first)
         self._stage(first, t0, tables0, evals0, len(rows))
         t0, tables0, evals0 = time.perf_counter(), self.c.table_evaluations, len(self.evaluated)
-        for g in range(cfg.generations):
-            if self._budget_left() <= 0:
-                break
+        # `generations` ends the loop, unless an explicit evaluation count asks for more (baselines at
+        # equal evaluations); then it ends there, after 3 generations finding nothing new, or at 10x.
+        stalls, g = 0, 0
+        while self._budget_left() > 0 and stalls < 3 and g < (10 * cfg.generations + 10 if cfg.evaluations
+                                                              else cfg.generations):
+            g += 1
             kids, km = self.children(self.parents(), min(cfg.population, self._budget_left()), p_depth, p_layer)
-            if not len(kids):
-                break  # the neighbourhood is exhausted: nothing new within budget
-            self.evaluate(kids, km, f"generation {g + 1}")
+            stalls = 0 if len(kids) else stalls + 1  # none: the neighbourhood has nothing new within budget
+            if len(kids):
+                self.evaluate(kids, km, f"generation {g}")
         self._stage("evolution", t0, tables0, evals0, len(self.evaluated) - evals0)
 
     def random(self) -> None:
