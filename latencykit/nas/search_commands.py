@@ -73,19 +73,35 @@ def _measure(space: SearchSpace, device: str, arch: Arch, table, predicted_ms: f
             "error_pct": (predicted_ms - measured) / measured * 100, "raw_ms": float(m.raw_ms[0])}
 
 
+def latency_predictor(name: str, device: str, space: SearchSpace, table):
+    """The table's own sum (`table`), or a learned predictor: `layer` fits on the table, `flops` and
+    `calibrated` are loaded as fitted by `latencykit fit` (they correct the sum with whole-model runs)."""
+    from latencykit.lut.learned import PREDICTORS, load_predictor, predictor_path
+    from latencykit.lut.predict import TablePredictor
+    from latencykit.lut.table import default_path
+
+    if name == "table":
+        return TablePredictor(table, space)
+    factory = PREDICTORS.get(name)
+    if name == "layer":
+        return factory(space, table)
+    return load_predictor(predictor_path(default_path(device, space.name), name), space, table)
+
+
 def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signal_name: str,
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
-                   progress: Callable[[str], None] | None = None) -> list[DeviceResult]:
+                   progress: Callable[[str], None] | None = None, predictor: str = "table") -> list[DeviceResult]:
     """One search per device (each through its own table), the same accuracy signal, shared scores."""
-    from latencykit.lut.predict import TablePredictor
     from latencykit.lut.table import load_table
     from latencykit.nas.proxies import get_signal
 
     if not devices:
         raise LatencykitError("give at least one --device")
-    tables = {}
-    for d in devices:  # fail early, before any accuracy evaluation, on a missing table
+    tables, predictors = {}, {}
+    for d in devices:  # fail early, before any accuracy evaluation, on a missing table or predictor
         tables[d] = load_table(d, space) if budget.latency_ms is not None else _maybe_table(d, space)
+        if tables[d] is not None:
+            predictors[d] = latency_predictor(predictor, d, space, tables[d])
     signal = get_signal(signal_name, space, **(signal_options or {}))
     cache: dict[Arch, float] = {}
 
@@ -100,8 +116,9 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
         if progress:
             progress(f"searching {space.name} on {d}")
         t = tables[d]
-        latency = TablePredictor(t, space).predict_genes if t is not None else None
+        latency = predictors[d].predict_genes if t is not None else None
         r = search(space, score, budget, latency, config, d, signal.name, signal.kind)
+        r.config["predictor"] = predictor if t is not None else None
         dr = DeviceResult(r)
         if measure and t is not None:
             if progress:
@@ -233,6 +250,8 @@ def search_command(
                                   "or supernet (with --checkpoint)."),
         checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Supernet checkpoint (implies --proxy supernet)."),
         method: str = typer.Option("coarse-to-fine", "--method", help="coarse-to-fine, evolution or random."),
+        predictor: str = typer.Option("table", "--predictor", "-p", help="Latency predictor: table (sum of "
+                                      "entries), layer, or flops / calibrated as fitted by `latencykit fit`."),
         population: int = typer.Option(50, help="Population (and number of skeletons)."),
         generations: int = typer.Option(20, help="Generations of the fine stage."),
         parents: int = typer.Option(10, help="Parents per generation."),
@@ -257,10 +276,10 @@ def search_command(
     folder = out or home() / "search" / sp.name
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     results = search_devices(sp, list(device), budget, proxy, config, folder, measure,
-                             {"checkpoint": checkpoint} if checkpoint else None, say)
-    data = [dr.to_dict() | {"pareto": len(dr.result.pareto())} for dr in results]
+                             {"checkpoint": checkpoint} if checkpoint else None, say, predictor)
+    data = [dr.to_dict() for dr in results]
     if as_json:
-        emit([dr.to_dict() for dr in results], True)
+        emit(data, True)
         return
     r0 = results[0].result
     kind = "accuracy" if r0.signal_kind == "accuracy" else "proxy"
@@ -271,7 +290,8 @@ def search_command(
                 if m.get("status") == "measured" else m.get("status", "-").replace("not measured: ", "no: "))
         rows.append([d["device"], f"{b.latency_ms:.2f}", meas, f"{b.params / 1e6:.2f}", f"{b.flops / 1e6:.0f}",
                      f"{b.score:.4g}", d["accuracy_evaluations"], dr.files["arch"]])
-    console.print(table(f"{sp.name}: {r0.method} search, {r0.budget.describe()}, {r0.signal} {kind}",
+    console.print(table(f"{sp.name}: {r0.method} search, {r0.budget.describe()}, {r0.signal} {kind}, "
+                        f"latency predicted by {predictor}",
                         ["device", "latency ms (predicted)", "latency ms (measured)", "params M", "MFLOPs",
                          f"{r0.signal}", "evaluations", "arch file"], rows))
     cols, change_rows = arch_changes({dr.result.device: dr.result.best.arch for dr in results})
