@@ -41,9 +41,9 @@ class ConvBN(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, squeeze: int | None = None) -> None:
         super().__init__()
-        sq = se_channels(channels)
+        sq = squeeze or se_channels(channels)
         self.reduce = nn.Conv2d(channels, sq, 1)
         self.expand = nn.Conv2d(sq, channels, 1)
 
@@ -169,6 +169,147 @@ class MBPool(nn.Module):
         return self.classifier(self.expand(x).mean((2, 3)))
 
 
+class MobileBlock(nn.Module):
+    """ElasticViT's inverted residual: optional 1x1 expand, kxk depthwise, optional SE (quarter width),
+    1x1 project; the shortcut is 2x2 average pooling when strided and a 1x1 conv when the width changes.
+    A strided layer pads one less on an odd map, so it rounds down (7 -> 3) like nn-Meter's blocks."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        hidden = mbconv_hidden(spec.cin, spec.expand)
+        self.expand = ConvBN(spec.cin, hidden, 1, act=spec.act) if spec.expand != 1 else nn.Identity()
+        pad = spec.kernel // 2 - (spec.hw % 2 if spec.stride == 2 else 0)
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(hidden, hidden, spec.kernel, spec.stride, pad, groups=hidden, bias=False),
+            nn.BatchNorm2d(hidden), activation(spec.act))
+        self.se = SqueezeExcite(hidden, hidden // 4) if spec.se else nn.Identity()
+        self.project = ConvBN(hidden, spec.cout, 1, act=None)
+        self.pool = nn.AvgPool2d(spec.stride) if spec.stride > 1 else nn.Identity()
+        self.shortcut = (nn.Conv2d(spec.cin, spec.cout, 1, bias=False) if spec.cin != spec.cout
+                         else nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.depthwise(self.expand(x))))
+        return y + self.shortcut(self.pool(x))
+
+
+def to_map(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, H*W, C) tokens of a square map -> (B, C, H, W)."""
+    b, n, c = tokens.shape
+    side = math.isqrt(n)
+    return tokens.transpose(1, 2).reshape(b, c, side, side)
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2)
+
+
+class TransDownsample(MobileBlock):
+    """The first layer of an ElasticViT transformer stage: a MobileBlock on the token map, out as tokens."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return to_tokens(super().forward(x if x.dim() == 4 else to_map(x)))
+
+
+class TransAttention(nn.Module):
+    """ElasticViT attention: pre-norm, qkv without bias, 3x3 depthwise conv on V over the token map,
+    relative position bias per head, hard-swish on the output, projection, residual."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        dim, self.heads, self.head_dim = spec.cin, spec.heads, spec.head_dim
+        qk, v = attention_dims(spec)
+        self.qk, self.v = qk, v
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 2 * qk + v, bias=False)
+        self.v_conv = nn.Conv2d(v, v, 3, padding=1, groups=v, bias=False)
+        side = spec.hw
+        self.bias = nn.Parameter(torch.zeros(spec.heads, (2 * side - 1) ** 2))
+        ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+        ys, xs = ys.flatten(), xs.flatten()
+        index = (ys[:, None] - ys[None, :] + side - 1) * (2 * side - 1) + (xs[:, None] - xs[None, :] + side - 1)
+        self.register_buffer("bias_index", index, persistent=False)
+        self.act = activation(spec.act)
+        self.proj = nn.Linear(v, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.norm(x)).split([self.qk, self.qk, self.v], dim=-1)
+        v = to_tokens(self.v_conv(to_map(v)))
+        q = q.reshape(b, n, h, -1).transpose(1, 2)
+        k = k.reshape(b, n, h, -1).transpose(1, 2)
+        v = v.reshape(b, n, h, -1).transpose(1, 2)
+        logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias[:, self.bias_index]
+        out = (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+        return x + self.proj(self.act(out))
+
+
+class TalkingHeadsAttention(TransAttention):
+    """NASViT attention: TransAttention with talking heads (heads x heads linear maps across heads
+    before and after the softmax)."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(spec)
+        self.talk_logits = nn.Linear(spec.heads, spec.heads)
+        self.talk_weights = nn.Linear(spec.heads, spec.heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.norm(x)).split([self.qk, self.qk, self.v], dim=-1)
+        v = to_tokens(self.v_conv(to_map(v)))
+        q = q.reshape(b, n, h, -1).transpose(1, 2)
+        k = k.reshape(b, n, h, -1).transpose(1, 2)
+        v = v.reshape(b, n, h, -1).transpose(1, 2)
+        logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias[:, self.bias_index]
+        logits = self.talk_logits(logits.permute(0, 2, 3, 1))
+        weights = self.talk_weights(torch.softmax(logits, dim=-2)).permute(0, 3, 1, 2)
+        out = (weights @ v).transpose(1, 2).reshape(b, n, -1)
+        return x + self.proj(self.act(out))
+
+
+class TransFFN(nn.Module):
+    """Pre-norm MLP with hard-swish, residual."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        hidden = mlp_hidden(spec.cin, spec.mlp_ratio)
+        self.norm = nn.LayerNorm(spec.cin)
+        self.mlp = nn.Sequential(nn.Linear(spec.cin, hidden), activation(spec.act), nn.Linear(hidden, spec.cin))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+class MBPoolFC(nn.Module):
+    """MobileNetV3's head on tokens: linear expand + BN + act, mean over tokens, linear + act, classifier."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        wide = int(round(spec.cin * spec.expand))
+        self.expand = nn.Linear(spec.cin, wide)
+        self.norm = nn.BatchNorm1d(wide)
+        self.act = activation(spec.act)
+        self.fc = nn.Linear(wide, spec.hidden)
+        self.classifier = nn.Linear(spec.hidden, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.norm(self.expand(x).transpose(1, 2)))
+        return self.classifier(self.act(self.fc(y.mean(2))))
+
+
+TOKEN_KINDS = ("transds", "transattn", "transffn", "mbpool_fc", "nasvit_attn", "nasvit_ffn")
+"""Layer kinds whose input (run alone) is a token sequence (B, hw*hw, C)."""
+
+
+class DoubleMLP(nn.Sequential):
+    """NASViT's MLP: two pre-norm MLP layers of the same ratio, one after the other."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(TransFFN(spec), TransFFN(spec))
+
+
 MODULES: dict[str, type[nn.Module]] = {
     "stem": Stem,
     "mbconv": MBConv,
@@ -176,6 +317,13 @@ MODULES: dict[str, type[nn.Module]] = {
     "transformer": TransformerLayer,
     "mvit_fusion": MobileViTFusion,
     "mbpool": MBPool,
+    "mbblock": MobileBlock,
+    "transds": TransDownsample,
+    "transattn": TransAttention,
+    "transffn": TransFFN,
+    "mbpool_fc": MBPoolFC,
+    "nasvit_attn": TalkingHeadsAttention,
+    "nasvit_ffn": DoubleMLP,
 }
 
 
@@ -187,6 +335,8 @@ def build_layer(spec: LayerSpec) -> nn.Module:
 def layer_inputs(spec: LayerSpec, batch: int = 1) -> tuple[torch.Tensor, ...]:
     """Example inputs of one layer run alone (a fixed seed, so exports are reproducible)."""
     g = torch.Generator().manual_seed(0)
+    if spec.kind in TOKEN_KINDS:
+        return (torch.randn(batch, spec.hw**2, spec.cin, generator=g),)
     if spec.kind in ("transformer", "mvit_fusion"):
         p2 = spec.patch**2
         tokens = torch.randn(batch * p2, spec.hw**2 // p2, spec.cin, generator=g)

@@ -10,6 +10,7 @@ attention matmuls (normalisation, activations and pooling are not counted).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Callable
 
 ACTIVATIONS = ("swish", "hswish", "relu")
@@ -43,9 +44,10 @@ class LayerSpec:
         object.__setattr__(self, "expand", float(self.expand))
         object.__setattr__(self, "mlp_ratio", float(self.mlp_ratio))
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Stable, readable key: the kind, then every field that differs from its default."""
+        """Stable, readable key: the kind, then every field that differs from its default (computed once
+        per object: a space's slots hold hundreds of thousands of specs, looked up once per table)."""
         parts = [f"{f.name}={_fmt(getattr(self, f.name))}" for f in fields(self)[1:]
                  if f.name in ("hw", "cin", "cout") or getattr(self, f.name) != f.default]
         return f"{self.kind}:" + ",".join(parts)
@@ -175,6 +177,70 @@ def _mbpool(s: LayerSpec) -> tuple[int, int]:
     return params, s.hw**2 * s.cin * hidden + hidden * s.cout
 
 
+# ElasticViT layers (its released code, as nn-Meter measured them on phones). Token layers take
+# (batch, hw*hw, channels); `transds` also accepts a map, since it opens the first transformer stage.
+def _mbblock(s: LayerSpec) -> tuple[int, int]:
+    """ElasticViT's inverted residual: like mbconv, but SE squeezes to a quarter (not rounded), a
+    changed width adds a 1x1 shortcut conv (after 2x2 average pooling when strided), and a strided
+    layer rounds an odd map down (7 -> 3), as nn-Meter measured and summed these blocks."""
+    hidden = mbconv_hidden(s.cin, s.expand)
+    out2 = (s.hw // s.stride) ** 2
+    params = macs = 0
+    if s.expand != 1:
+        params += s.cin * hidden + 2 * hidden
+        macs += s.hw**2 * s.cin * hidden
+    params += hidden * s.kernel**2 + 2 * hidden
+    macs += out2 * hidden * s.kernel**2
+    if s.se:
+        sq = hidden // 4
+        params += hidden * sq + sq + sq * hidden + hidden
+        macs += 2 * hidden * sq
+    params += hidden * s.cout + 2 * s.cout
+    macs += out2 * hidden * s.cout
+    if s.cin != s.cout:
+        params += s.cin * s.cout
+        macs += out2 * s.cin * s.cout
+    return params, macs
+
+
+def _transattn(s: LayerSpec) -> tuple[int, int]:
+    """Pre-norm attention over hw*hw tokens: qkv (no bias), 3x3 depthwise conv on V, relative position
+    bias ((2hw-1)^2 per head), hard-swish, projection."""
+    c, tokens = s.cin, s.hw**2
+    qk, v = attention_dims(s)
+    params = 2 * c + c * (2 * qk + v) + v * 9 + (2 * s.hw - 1) ** 2 * s.heads + v * c + c
+    macs = tokens * (c * (2 * qk + v) + v * 9 + v * c) + s.heads * tokens**2 * (s.head_dim + v // s.heads)
+    return params, macs
+
+
+def _transffn(s: LayerSpec) -> tuple[int, int]:
+    c, h = s.cin, mlp_hidden(s.cin, s.mlp_ratio)
+    return 2 * c + c * h + h + h * c + c, s.hw**2 * 2 * c * h
+
+
+def _mbpool_fc(s: LayerSpec) -> tuple[int, int]:
+    """MobileNetV3's head on tokens: linear to expand x width + BN + act, mean over tokens, linear to
+    `hidden` + act, classifier."""
+    wide = int(round(s.cin * s.expand))
+    params = s.cin * wide + wide + 2 * wide + wide * s.hidden + s.hidden + s.hidden * s.cout + s.cout
+    return params, s.hw**2 * s.cin * wide + wide * s.hidden + s.hidden * s.cout
+
+
+# NASViT layers (its Appendix B and released code): global attention with talking heads, and a double
+# MLP. Token layers like ElasticViT's; windowed attention is not modelled.
+def _nasvit_attn(s: LayerSpec) -> tuple[int, int]:
+    """ElasticViT's attention (see _transattn) plus talking heads: a heads x heads linear map (with bias)
+    across heads before and after the softmax."""
+    params, macs = _transattn(s)
+    return params + 2 * (s.heads * s.heads + s.heads), macs + 2 * s.heads * s.heads * s.hw**4
+
+
+def _nasvit_ffn(s: LayerSpec) -> tuple[int, int]:
+    """Two pre-norm MLP layers of the same ratio (MacaronNet-style), as NASViT's released code has them."""
+    params, macs = _transffn(s)
+    return 2 * params, 2 * macs
+
+
 LAYER_KINDS: dict[str, Callable[[LayerSpec], tuple[int, int]]] = {
     "stem": _stem,
     "mbconv": _mbconv,
@@ -182,5 +248,12 @@ LAYER_KINDS: dict[str, Callable[[LayerSpec], tuple[int, int]]] = {
     "transformer": _transformer,
     "mvit_fusion": _mvit_fusion,
     "mbpool": _mbpool,
+    "mbblock": _mbblock,
+    "transds": _mbblock,
+    "transattn": _transattn,
+    "transffn": _transffn,
+    "mbpool_fc": _mbpool_fc,
+    "nasvit_attn": _nasvit_attn,
+    "nasvit_ffn": _nasvit_ffn,
 }
 """Layer kind -> analytic (params, MACs). blocks.py has the matching torch module per kind."""

@@ -14,6 +14,7 @@ rather than unpickling a model scikit-learn may silently misread.
 from __future__ import annotations
 
 import pickle
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -187,7 +188,14 @@ class LayerModel(Predictor):
             x = np.array([layer_features(s) for s, _ in items])
             y = np.log([v for _, v in items])
             self.models[kind] = RandomForestRegressor(n_estimators=200, min_samples_leaf=1, random_state=0).fit(x, y)
-        self.values = self.space.slot_values(lambda l: self.predict_layers([l])[0])
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        """Per-slot sums for search, computed on first use (filling a table's missing layers needs none):
+        one batched prediction per distinct layer, not one per slot combination."""
+        layers = self.space.distinct_layers()
+        ms = dict(zip(layers, self.predict_layers(layers)))
+        return self.space.slot_values(ms.__getitem__)
 
     def predict_layers(self, specs: Sequence[LayerSpec]) -> np.ndarray:
         """Predicted latency (ms) of each layer; NaN for a kind the table has no measurement of."""

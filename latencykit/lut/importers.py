@@ -1,0 +1,222 @@
+"""Import latency tables measured elsewhere into latencykit tables.
+
+An importer reads a published file of per-block latencies and names, for each layer of a space, the
+file's key for it (one to one), so a phone nobody here owns still gets a table. Layers the file lacks
+are refused, or filled by a layer-level predictor (a `Filler`) and marked "predicted" in the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from latencykit.errors import LatencykitError, TableError
+from latencykit.layers import LayerSpec
+from latencykit.lut.table import LatencyTable, TableMeta, default_path
+from latencykit.registry import Registry
+from latencykit.space import SearchSpace
+
+Filler = Callable[[SearchSpace, Sequence[LayerSpec], Mapping[LayerSpec, float]], Mapping[LayerSpec, float]]
+"""A layer-level predictor: given the space, its missing layers and the imported (layer -> ms) entries,
+the missing layers' predicted latencies in ms. Registered in FILLERS (entry points `latencykit.fillers`)."""
+
+FILLERS: Registry[Callable[[], Filler]] = Registry("layer predictor", "latencykit.fillers")
+
+
+@FILLERS.register("layer")
+def layer_filler() -> Filler:
+    """latencykit's `layer` predictor (one random forest per layer kind on shape features and FLOPs,
+    latencykit.lut.learned.LayerModel), fit on the imported entries."""
+
+    def fill(space: SearchSpace, missing: Sequence[LayerSpec], known: Mapping[LayerSpec, float]) -> dict:
+        from latencykit.lut.learned import LayerModel
+
+        meta = TableMeta(device="import", space=space.name, space_digest=space.digest, mode="imported")
+        table = LatencyTable.from_entries(meta, list(known), [{"latency_ms": ms, "source": "imported"}
+                                                              for ms in known.values()])
+        return dict(zip(missing, LayerModel(space, table).predict_layers(list(missing))))
+
+    return fill
+
+
+@dataclass(frozen=True)
+class Importer:
+    """A published table format: `read` parses a file into key -> ms (raising TableError with one line
+    when it is malformed or foreign); `key` names a layer's key, or None when the format cannot hold it."""
+
+    name: str
+    read: Callable[[Path], dict[str, float]]
+    key: Callable[[LayerSpec], str | None]
+    provenance: dict = field(default_factory=dict)
+
+
+IMPORTERS: Registry[Importer] = Registry("table importer", "latencykit.importers")
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of a space's distinct layers a file holds."""
+
+    layers: int
+    covered: int
+    missing: tuple[str, ...]
+    file_entries: int
+    unused_entries: int
+
+    @property
+    def share(self) -> float:
+        return self.covered / self.layers if self.layers else 1.0
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    table: LatencyTable
+    coverage: Coverage
+    path: Path | None = None
+
+    def summary(self) -> dict:
+        c, p = self.coverage, self.table.meta.provenance
+        return {"device": self.table.meta.device, "space": self.table.meta.space, "path": str(self.path),
+                "entries": len(self.table), "sources": self.table.rows["source"].value_counts().to_dict(),
+                "layers": c.layers, "covered": c.covered, "coverage": c.share, "missing": list(c.missing),
+                "file_entries": c.file_entries, "unused_entries": c.unused_entries,
+                "file": p.get("file"), "sha256": p.get("sha256"), "measured_by": p.get("measured_by"),
+                "runtime": p.get("runtime")}
+
+
+# ----- nn-Meter --------------------------------------------------------------------------------------
+
+_ACT = {"hswish": "hard_swish"}
+_N = r"(\d+)"
+NNMETER_PATTERNS = {
+    "firstconv": re.compile(rf"firstconv_{_N}_3_{_N}_2_3"),
+    "conv": re.compile(rf"conv_{_N}_{_N}_{_N}_{_N}_{_N}_hard_swish_{_N}_(se|nose)"),
+    "transds": re.compile(rf"transds_{_N}_{_N}_{_N}_{_N}_{_N}"),
+    "transattn": re.compile(rf"transattn_{_N}_{_N}_hard_swish_{_N}_ln"),
+    "transffn": re.compile(rf"transffn_{_N}_{_N}_{_N}_hard_swish_ln"),
+    "mbpool": re.compile(rf"mbpool_{_N}_{_N}_1984_6_hard_swish"),
+}
+
+
+def _int(x: float) -> str | None:
+    return str(int(x)) if float(x).is_integer() else None
+
+
+def nnmeter_key(s: LayerSpec) -> str | None:
+    """The nn-Meter (ElasticViT LUT) key of a layer, or None when nn-Meter's tables cannot hold it."""
+    act = _ACT.get(s.act)
+    if act is None:
+        return None
+    if s.kind == "stem" and s.cin == 3 and s.stride == 2 and s.kernel == 3:
+        return f"firstconv_{s.hw}_3_{s.cout}_2_3"
+    if s.kind == "mbblock" and _int(s.expand):
+        return f"conv_{s.hw}_{s.cin}_{s.cout}_{_int(s.expand)}_{s.stride}_{act}_{s.kernel}_{'se' if s.se else 'nose'}"
+    if s.kind == "transds" and s.kernel == 3 and s.se and _int(s.expand):
+        return f"transds_{s.hw}_{s.cin}_{s.cout}_{s.stride}_{_int(s.expand)}"
+    if s.kind == "transattn" and s.head_dim == 16 and s.heads * 16 == s.cin == s.cout:
+        return f"transattn_{s.hw}_{s.cin}_{act}_{s.v_scale}_ln"
+    if s.kind == "transffn" and s.cin == s.cout and _int(s.mlp_ratio):
+        return f"transffn_{s.hw}_{s.cin}_{_int(s.mlp_ratio)}_{act}_ln"
+    if s.kind == "mbpool_fc" and s.hidden == 1984 and s.expand == 6 and s.cout == 1000:
+        return f"mbpool_{s.hw}_{s.cin}_1984_6_{act}"
+    return None
+
+
+def read_nnmeter(path: Path) -> dict[str, float]:
+    """An nn-Meter LUT file: one JSON object, block key -> latency in ms."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise TableError(f"cannot read {path}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise TableError(f"{path} is not an nn-Meter table: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise TableError(f"{path} is not an nn-Meter table: expected a non-empty JSON object of "
+                         f"block key -> latency in ms, got {type(data).__name__}")
+    unknown = [k for k in data if not any(p.fullmatch(k) for p in NNMETER_PATTERNS.values())]
+    if len(unknown) == len(data):
+        raise TableError(f"{path} is not an nn-Meter ElasticViT table: none of its {len(data)} keys is an "
+                         f"nn-Meter block key (e.g. {unknown[0]!r}; expected e.g. "
+                         "'conv_64_16_16_1_1_hard_swish_3_nose')")
+    if unknown:
+        raise TableError(f"{path} is malformed: key {unknown[0]!r} is not an nn-Meter block key")
+    out: dict[str, float] = {}
+    for key, value in data.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise TableError(f"{path} is malformed: {key!r} has latency {value!r}; expected a positive number of ms")
+        out[key] = float(value)
+    return out
+
+
+IMPORTERS.add("nn-meter", Importer(
+    "nn-meter", read_nnmeter, nnmeter_key,
+    {"measured_by": "nn-Meter (microsoft/nn-Meter, MIT licence)", "runtime": "TFLite CPU, 1 thread",
+     "format": "nn-Meter ElasticViT block LUT (JSON key -> ms)"}))
+
+
+# ----- the import ---------------------------------------------------------------------------------------
+
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def coverage(entries: Mapping[str, float], space: SearchSpace, key: Callable[[LayerSpec], str | None]) -> Coverage:
+    layers = space.distinct_layers()
+    keys = [key(layer) for layer in layers]
+    missing = tuple(layer.key for layer, k in zip(layers, keys) if k is None or k not in entries)
+    used = {k for k in keys if k is not None and k in entries}
+    return Coverage(len(layers), len(layers) - len(missing), missing, len(entries), len(entries) - len(used))
+
+
+def import_table(importer: str, file: str | Path, device: str, space: SearchSpace,
+                 fill: Filler | None = None, fill_name: str = "") -> ImportResult:
+    """Convert a published file into the device's table for `space` (not written; see `write_import`).
+
+    Every distinct layer of the space must be in the file, or `fill` predicts the missing ones (rows
+    marked source="predicted"); otherwise TableError names how many are missing and the first few.
+    """
+    if not _DEVICE_NAME.fullmatch(device):
+        raise LatencykitError(f"device name {device!r} must be letters, digits, '.', '_' or '-'")
+    imp, path = IMPORTERS.get(importer), Path(file)
+    entries = imp.read(path)
+    cov = coverage(entries, space, imp.key)
+    layers = space.distinct_layers()
+    latency = {l: entries[k] for l in layers if (k := imp.key(l)) is not None and k in entries}
+    missing = [l for l in layers if l not in latency]
+    predicted: Mapping[LayerSpec, float] = {}
+    if missing:
+        if fill is None:
+            keyless = sum(imp.key(l) is None for l in missing)
+            why = f"; {keyless} of them have no {imp.name} key at all (the format cannot describe them)" if keyless else ""
+            raise TableError(f"{path.name} lacks {len(missing)} of the {len(layers)} layers of space {space.name!r} "
+                             f"({cov.share:.1%} covered), e.g. {', '.join(l.key for l in missing[:3])}{why}; "
+                             "pass a layer predictor to fill them (--fill)")
+        predicted = fill(space, missing, latency)
+        unfilled = [l.key for l in missing if not math.isfinite(predicted.get(l, math.nan))]
+        if unfilled:
+            raise TableError(f"layer predictor {fill_name or 'fill'} left {len(unfilled)} layer(s) without a "
+                             f"latency, e.g. {unfilled[0]}")
+    specs = list(latency) + missing
+    stats = ([{"latency_ms": latency[l], "source": "imported"} for l in latency]
+             + [{"latency_ms": float(predicted[l]), "source": "predicted"} for l in missing])
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    provenance = {**imp.provenance, "importer": imp.name, "file": str(path.resolve()), "sha256": digest,
+                  "file_entries": cov.file_entries, "covered": cov.covered, "layers": cov.layers,
+                  "filled": len(missing), "filled_by": fill_name if missing else ""}
+    meta = TableMeta(device=device, space=space.name, space_digest=space.digest, mode="imported",
+                     device_info={"name": device, "runtime": imp.provenance.get("runtime", ""),
+                                  "attached": False, "note": "table only, no device attached"},
+                     provenance=provenance)
+    return ImportResult(LatencyTable.from_entries(meta, specs, stats), cov)
+
+
+def write_import(importer: str, file: str | Path, device: str, space: SearchSpace, out: str | Path | None = None,
+                 fill: Filler | None = None, fill_name: str = "") -> ImportResult:
+    """`import_table`, then write the table (atomically) to `out` or the device's default path."""
+    result = import_table(importer, file, device, space, fill, fill_name)
+    path = result.table.write(Path(out) if out else default_path(device, space.name))
+    return ImportResult(result.table, result.coverage, path)
