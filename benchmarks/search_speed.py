@@ -45,10 +45,19 @@ def main() -> None:
     budget = Budget(latency_ms=float(np.quantile(lat, 0.5)), params=float(np.quantile(sp.evaluate(sp.params_values, genes), 0.7)))
 
     proxy = NTKProxy(sp, "vintk", NTKConfig(threads=args.threads))
-    t0 = time.perf_counter()
-    r = search(sp, proxy.score, budget, pred.predict_genes,
+    calls = []
+
+    def score(arch):  # logs progress: on a shared machine CPU time is the honest cost
+        calls.append(1)
+        if len(calls) % 50 == 0:
+            print(f"{len(calls)} evaluations, {time.perf_counter() - t0:.0f} s wall, "
+                  f"{time.process_time() - c0:.0f} s CPU", flush=True)
+        return proxy.score(arch)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = search(sp, score, budget, pred.predict_genes,
                SearchConfig(population=args.population, generations=args.generations), args.device, "vintk")
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     per_eval = sum(s.seconds for s in r.stages if s.accuracy_evaluations) / max(1, r.accuracy_evaluations)
 
     lines = [f"# Search speed ({args.space} on {args.device})", "",
@@ -57,8 +66,9 @@ def main() -> None:
              f"{args.threads}.", "",
              f"- Table latency evaluations: **{rate:,.0f} architectures/s** (200,000 random gene rows, one call).",
              f"- Full coarse-to-fine search with ViNTK (population {args.population}, {args.generations} generations, "
-             f"10 parents, Pd 0.2, Pm 0.4), budget {budget.describe()}: **{total:.0f} s** in all, "
-             f"{per_eval:.2f} s per ViNTK evaluation ({proxy.resolution}x{proxy.resolution}, batch 8).",
+             f"10 parents, Pd 0.2, Pm 0.4), budget {budget.describe()}: **{total:.0f} s wall, {cpu:.0f} s CPU** "
+             f"(all threads), {per_eval:.2f} s wall per ViNTK evaluation ({proxy.resolution}x{proxy.resolution}, "
+             f"batch 8). Load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.",
              f"- Chosen: {r.best.latency_ms:.2f} ms predicted, {r.best.params / 1e6:.2f} M params, "
              f"{r.best.flops / 1e6:.0f} MFLOPs, ViNTK {r.best.score:.3f}.", "",
              "| stage | seconds | table evaluations | accuracy evaluations | kept |", "|---|---|---|---|---|"]

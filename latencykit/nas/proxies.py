@@ -23,7 +23,7 @@ norm recalibrated (the supernet subsystem, latencykit.nas.supernet/evaluate), on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -116,15 +116,35 @@ class NTKProxy:
     def __init__(self, space: SearchSpace, name: str, config: NTKConfig = NTKConfig()) -> None:
         self.space, self.name, self.config = space, name, config
         self.resolution = config.resolution or proxy_resolution(space)
+        self.agnostic = self._runs_at(self.resolution)
+        if not self.agnostic:  # e.g. relative position biases sized for the layer's own map
+            self.resolution = min(space.resolution)
         self.x = proxy_batch(config.batch, self.resolution, config.seed)
         self._fourier = fourier_kernel(self.x, max(1, config.batch // 2))
 
+    def _runs_at(self, resolution: int) -> bool:
+        """Whether the space's networks run at an input size other than the one they were built for."""
+        arch = self.space.smallest()
+        if resolution == arch.resolution:
+            return True
+        try:
+            with torch.no_grad():
+                build(self.space.layers(arch))(torch.zeros(1, 3, resolution, resolution))
+            return True
+        except RuntimeError:
+            return False
+
     def kernel(self, arch: Arch) -> torch.Tensor:
+        """The NTK of `arch` at the proxy resolution; spaces whose layers are tied to their map size are
+        built at that resolution instead (so the resolution choice itself is not scored)."""
+        self.space.validate(arch)
+        if not self.agnostic:
+            arch = replace(arch, resolution=self.resolution)
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)
         try:
             torch.manual_seed(self.config.seed)
-            net = build(self.space.layers(self.space.validate(arch)))
+            net = build(self.space.layers(arch))
             x = (self.x - 0.5) / 0.5
             return ntk_matrix(batch_norm_on(net, x), x)
         finally:
