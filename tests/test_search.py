@@ -176,3 +176,14 @@ def test_latency_budget_without_a_table_says_how_to_build_one(home) -> None:
     out = cli("search", "--space", TINY, "-d", "pixel4", "--latency", "30ms", "--proxy", "params")
     assert out.returncode == 2 and "latencykit profile --device pixel4" in out.stderr
     assert "lut import" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
+    from latencykit.nas.search_commands import latency_predictor
+
+    layer = latency_predictor("layer", "host", tiny, table)
+    budget = Budget(latency_ms=float(np.median(layer.predict_genes(tiny.sample_genes(500, 0)))))
+    r = search(tiny, params_score(tiny), budget, layer.predict_genes, SearchConfig(**SMALL))
+    assert all(layer.predict(c.arch) <= budget.latency_ms for c in r.evaluated)
+    with pytest.raises(LatencykitError, match="fit one with `latencykit fit`"):
+        latency_predictor("calibrated", "host", tiny, table)
