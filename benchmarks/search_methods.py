@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--parents", type=int, default=4)
     ap.add_argument("--quantile", type=float, default=0.5)
+    ap.add_argument("--skeleton-pool", type=float, default=0.0)
     ap.add_argument("--cache", default="/tmp/latencykit-search-methods")
     args = ap.parse_args()
     sp = load_space(args.space)
@@ -80,7 +81,8 @@ def main() -> None:
     t0 = time.perf_counter()
     for seed in range(args.seeds):
         base = dict(population=args.population, generations=args.generations, parents=args.parents, seed=seed)
-        r = search(sp, score, budget, pred.predict_genes, SearchConfig(**base), args.device, args.proxy)
+        r = search(sp, score, budget, pred.predict_genes, SearchConfig(skeleton_pool=args.skeleton_pool, **base),
+                   args.device, args.proxy)
         n = r.accuracy_evaluations
         evals.append(n)
         best["coarse-to-fine"].append(r.best.score)
@@ -95,6 +97,7 @@ def main() -> None:
              f"Signal: {args.proxy} ({signal.kind}; higher is better). Budget: {budget.describe()} "
              f"(median predicted latency, 70th percentile params of random subnets). "
              f"Population {args.population}, {args.generations} generations, {args.parents} parents; "
+             f"skeletons {'drawn from the top ' + str(args.skeleton_pool) + ' by budget use' if args.skeleton_pool else 'the top by budget use'}; "
              f"accuracy evaluations per search and seed: {evals}. {args.seeds} seeds; "
              f"{len(score.data)} distinct subnets scored; {time.perf_counter() - t0:.0f} s.", "",
              "| method | mean best score | std | min | max | per seed |", "|---|---|---|---|---|---|"]
@@ -103,7 +106,8 @@ def main() -> None:
         lines.append(f"| {m} | {v.mean():.4f} | {v.std(ddof=1) if len(v) > 1 else 0:.4f} | {v.min():.4f} | "
                      f"{v.max():.4f} | {', '.join(f'{x:.4f}' for x in v)} |")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"search_methods_{args.proxy}.md").write_text("\n".join(lines) + "\n")
+    suffix = f"_pool{args.skeleton_pool:g}" if args.skeleton_pool else ""
+    (RESULTS / f"search_methods_{args.proxy}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -65,6 +65,7 @@ class SearchConfig:
     evolution_p: float = 0.1  # per-choice mutation probability of the plain-evolution baseline
     tries: int = 20  # candidate batches per generation before it gives up looking
     evaluations: int = 0  # accuracy evaluations in all; 0: population x (generations + 1)
+    skeleton_pool: float = 0.0  # > 0: draw the skeletons at random from this top share by budget use
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -306,7 +307,12 @@ class _Search:
             if not self._smallest_feasible():
                 raise self.c.floor(self.space.sample_genes(min(cfg.coarse_samples, 4096), self.rng), self.device)
             rows, m = self._new_feasible(np.zeros((1, len(self.space.genes)), dtype=np.int64))
-        top = np.argsort(-self.c.fullness(m), kind="stable")[: cfg.population]
+        order = np.argsort(-self.c.fullness(m), kind="stable")
+        if cfg.skeleton_pool > 0:  # diversity: a random draw from the fullest share instead of the very top
+            pool = order[: max(cfg.population, int(len(order) * cfg.skeleton_pool))]
+            top = self.rng.choice(pool, size=min(cfg.population, len(pool)), replace=False)
+        else:
+            top = order[: cfg.population]
         rows, m = rows[top], {k: v[top] for k, v in m.items()}
         if len(rows) < cfg.population:  # few feasible: fill with feasible mutants of what there is
             more, mm = self.children(rows, cfg.population - len(rows), cfg.p_depth, cfg.p_layer)
