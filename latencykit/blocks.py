@@ -241,8 +241,12 @@ class TransAttention(nn.Module):
         k = k.reshape(b, n, h, -1).transpose(1, 2)
         v = v.reshape(b, n, h, -1).transpose(1, 2)
         logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias[:, self.bias_index]
-        out = (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(b, n, -1)
+        out = self.attend(logits, v).transpose(1, 2).reshape(b, n, -1)
         return x + self.proj(self.act(out))
+
+    def attend(self, logits: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(batch, heads, tokens, tokens) logits applied to (batch, heads, tokens, width) values."""
+        return torch.softmax(logits, dim=-1) @ v
 
 
 class TalkingHeadsAttention(TransAttention):
@@ -254,19 +258,9 @@ class TalkingHeadsAttention(TransAttention):
         self.talk_logits = nn.Linear(spec.heads, spec.heads)
         self.talk_weights = nn.Linear(spec.heads, spec.heads)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        h = self.heads
-        q, k, v = self.qkv(self.norm(x)).split([self.qk, self.qk, self.v], dim=-1)
-        v = to_tokens(self.v_conv(to_map(v)))
-        q = q.reshape(b, n, h, -1).transpose(1, 2)
-        k = k.reshape(b, n, h, -1).transpose(1, 2)
-        v = v.reshape(b, n, h, -1).transpose(1, 2)
-        logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias[:, self.bias_index]
+    def attend(self, logits: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         logits = self.talk_logits(logits.permute(0, 2, 3, 1))
-        weights = self.talk_weights(torch.softmax(logits, dim=-2)).permute(0, 3, 1, 2)
-        out = (weights @ v).transpose(1, 2).reshape(b, n, -1)
-        return x + self.proj(self.act(out))
+        return self.talk_weights(torch.softmax(logits, dim=-2)).permute(0, 3, 1, 2) @ v
 
 
 class TransFFN(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol
 from latencykit.lut.removal import choose_references, profile_removal, removable
 from latencykit.lut.validate import Metrics, measure_archs, sample_archs
+from latencykit.space import load_space
 
 FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, extra_rounds=2)
 WHOLE = Protocol(rounds=4, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=3.0, extra_rounds=2)
@@ -32,13 +34,19 @@ def tables(tmp_path_factory, tiny):
 
 
 @pytest.fixture(scope="module")
-def whole(tables, tiny):
-    iso, _, cache = tables
-    train = sample_archs(tiny, 24, seed=1000)
-    test = sample_archs(tiny, 12, seed=0, exclude=train)
+def small(tmp_path_factory):
+    """A table and whole-model measurements of a space whose layers are big enough that compute,
+    not per-call overhead, sets their latency (as in real spaces)."""
+    folder = tmp_path_factory.mktemp("small-tables")
+    cache = ExportCache(folder / "exports")
+    space = load_space(str(Path(__file__).parent / "data" / "small.json"))
     host = get_device("host")
-    return (train, measure_archs(tiny, host, train, iso.table, WHOLE, cache).measured,
-            test, measure_archs(tiny, host, test, iso.table, WHOLE, cache))
+    table = profile(space, host, folder / "small.parquet", FAST, cache).table
+    train = sample_archs(space, 16, seed=1000)
+    test = sample_archs(space, 10, seed=0, exclude=train)
+    protocol = Protocol(rounds=3, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=3.0, extra_rounds=2)
+    return (space, table, train, measure_archs(space, host, train, table, protocol, cache).measured,
+            test, measure_archs(space, host, test, table, protocol, cache))
 
 
 def test_references_cover_every_removable_layer(tiny) -> None:
@@ -66,16 +74,14 @@ def test_removal_entries_add_up_to_the_reference_models(tables, tiny) -> None:
     assert abs(table.meta.overhead_ms) < 0.5 * np.median([r["measured_ms"] for r in refs])
 
 
-def test_learned_predictors_beat_the_flops_baseline(tables, whole, tiny) -> None:
-    iso, _, _ = tables
-    train, y_train, test, m_test = whole
+def test_learned_predictors_beat_the_flops_baseline(small) -> None:
+    space, table, train, y_train, test, m_test = small
     errors = {}
     for name in ("flops", "calibrated"):
-        model = PREDICTORS.get(name)(tiny, iso.table).fit(train, y_train)
+        model = PREDICTORS.get(name)(space, table).fit(train, y_train)
         assert model.measurements == len(train)
         errors[name] = Metrics.compare(model.predict_many(test), m_test.measured).rmspe_pct
-    layer = PREDICTORS.get("layer")(tiny, iso.table)
-    errors["layer"] = Metrics.compare(layer.predict_many(test), m_test.measured).rmspe_pct
+    errors["layer"] = Metrics.compare(PREDICTORS.get("layer")(space, table).predict_many(test), m_test.measured).rmspe_pct
     assert errors["calibrated"] < errors["flops"], errors
     assert np.isfinite(errors["layer"])
 
@@ -92,19 +98,18 @@ def test_layer_model_predicts_layers_missing_from_the_table(tables, tiny) -> Non
     assert pred.sum() >= base.sum()  # four times the pixels never costs less
 
 
-def test_saved_predictor_round_trips_and_refuses_other_versions(tables, whole, tiny, tmp_path) -> None:
-    iso, _, _ = tables
-    train, y_train, test, _ = whole
-    model = PREDICTORS.get("calibrated")(tiny, iso.table).fit(train, y_train)
-    path = model.save(predictor_path(tmp_path / "tiny.parquet", "calibrated"))
-    again = load_predictor(path, tiny, iso.table)
+def test_saved_predictor_round_trips_and_refuses_other_versions(small, tmp_path) -> None:
+    space, table, train, y_train, test, _ = small
+    model = PREDICTORS.get("calibrated")(space, table).fit(train, y_train)
+    path = model.save(predictor_path(tmp_path / "small.parquet", "calibrated"))
+    again = load_predictor(path, space, table)
     assert np.allclose(again.predict_many(test), model.predict_many(test))
     assert again.training_archs == train
     blob = pickle.loads(path.read_bytes())
     blob["sklearn"] = "0.0.1"
     path.write_bytes(pickle.dumps(blob))
     with pytest.raises(PredictorError, match="saved with sklearn 0.0.1.*refit it with `latencykit fit --predictor calibrated`"):
-        load_predictor(path, tiny, iso.table)
+        load_predictor(path, space, table)
     path.write_bytes(b"junk")
     with pytest.raises(PredictorError, match="not a latencykit predictor"):
-        load_predictor(path, tiny, iso.table)
+        load_predictor(path, space, table)

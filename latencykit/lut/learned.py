@@ -126,21 +126,25 @@ class SumPredictor(Predictor):
         return self._table.predict_genes(genes)
 
 
-@PREDICTORS.register("flops")
-class FlopsLinear(Predictor):
-    """latency = a * FLOPs + b * params + c, fit on whole models: what a FLOPs proxy can do at best."""
+class LinearOnFeatures(Predictor):
+    """A linear model of whole-model latency on per-architecture features computed from genes."""
 
-    name = "flops"
+    positive = False
 
     def _features(self, genes: np.ndarray) -> np.ndarray:
-        genes = np.atleast_2d(genes)
-        return np.column_stack([self.space.evaluate(self.space.flops_values, genes) / 1e6,
-                                self.space.evaluate(self.space.params_values, genes) / 1e6])
+        raise NotImplementedError
 
-    def fit(self, archs: Sequence[Arch], measured_ms: np.ndarray) -> "FlopsLinear":
+    @property
+    def min_measurements(self) -> int:
+        return self._features(np.zeros((1, len(self.space.genes)), dtype=np.int64)).shape[1] + 2
+
+    def fit(self, archs: Sequence[Arch], measured_ms: np.ndarray) -> "LinearOnFeatures":
+        if len(archs) < self.min_measurements:
+            raise PredictorError(f"the {self.name} predictor needs at least {self.min_measurements} "
+                                 f"whole-model measurements, got {len(archs)}")
         super().fit(archs, measured_ms)
         genes = np.stack([self.space.encode(a) for a in archs])
-        self.model = LinearRegression().fit(self._features(genes), measured_ms)
+        self.model = LinearRegression(positive=self.positive).fit(self._features(genes), measured_ms)
         return self
 
     def predict_genes(self, genes: np.ndarray) -> np.ndarray:
@@ -151,6 +155,18 @@ class FlopsLinear(Predictor):
 
     def load_state(self, state: dict) -> None:
         self.model = state["model"]
+
+
+@PREDICTORS.register("flops")
+class FlopsLinear(LinearOnFeatures):
+    """latency = a * FLOPs + b * params + c, fit on whole models: what a FLOPs proxy can do at best."""
+
+    name = "flops"
+
+    def _features(self, genes: np.ndarray) -> np.ndarray:
+        genes = np.atleast_2d(genes)
+        return np.column_stack([self.space.evaluate(self.space.flops_values, genes) / 1e6,
+                                self.space.evaluate(self.space.params_values, genes) / 1e6])
 
 
 SHAPE_FEATURES = ("hw", "cin", "cout", "stride", "kernel", "expand", "heads", "head_dim", "mlp_ratio", "v_scale", "patch")
@@ -211,7 +227,7 @@ class LayerModel(Predictor):
 
 
 @PREDICTORS.register("calibrated")
-class CalibratedTable(Predictor):
+class CalibratedTable(LinearOnFeatures):
     """measured = intercept + sum over layer groups of coefficient x (table entries of that group).
 
     Isolated entries misjudge some kinds in context (per-call overhead inflates small high-resolution
@@ -220,6 +236,7 @@ class CalibratedTable(Predictor):
     """
 
     name = "calibrated"
+    positive = True
 
     def __init__(self, space: SearchSpace, table: LatencyTable) -> None:
         super().__init__(space, table)
@@ -232,26 +249,6 @@ class CalibratedTable(Predictor):
         genes = np.atleast_2d(genes)
         return np.column_stack([self.space.evaluate(self.group_values[g], genes) for g in self.groups])
 
-    def fit(self, archs: Sequence[Arch], measured_ms: np.ndarray) -> "CalibratedTable":
-        super().fit(archs, measured_ms)
-        genes = np.stack([self.space.encode(a) for a in archs])
-        x = self._features(genes)
-        if len(archs) < len(self.groups) + 2:
-            raise PredictorError(f"calibration needs at least {len(self.groups) + 2} whole-model measurements")
-        self.model = LinearRegression(positive=True).fit(x, measured_ms)
-        return self
-
     @property
     def coefficients(self) -> dict[str, float]:
         return {**dict(zip(self.groups, map(float, self.model.coef_))), "intercept_ms": float(self.model.intercept_)}
-
-    def predict_genes(self, genes: np.ndarray) -> np.ndarray:
-        return self.model.predict(self._features(genes))
-
-    def state(self) -> dict:
-        return {"model": self.model}
-
-    def load_state(self, state: dict) -> None:
-        self.model = state["model"]
-
-
