@@ -187,3 +187,29 @@ def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
     assert all(layer.predict(c.arch) <= budget.latency_ms for c in r.evaluated)
     with pytest.raises(LatencykitError, match="fit one with `latencykit fit`"):
         latency_predictor("calibrated", "host", tiny, table)
+
+
+def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, table, tmp_path) -> None:
+    from latencykit.nas.proxies import get_signal
+    from latencykit.nas.search_commands import export_arch
+    from latencykit.nas.train import TrainConfig, fit, supernet_from_checkpoint
+
+    fit(TrainConfig(space=TINY, out=str(tmp_path / "run"), sampler="uniform", epochs=1, batch=16, max_steps=2,
+                    calib_batches=1, checkpoint_every=1, threads=1))
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    signal = get_signal("supernet", tiny, checkpoint=ckpt)
+    assert signal.kind == "accuracy"
+    pred = TablePredictor(table, tiny)
+    budget = Budget(latency_ms=float(np.median(pred.predict_genes(tiny.sample_genes(500, 0)))))
+    r = search(tiny, signal.score, budget, pred.predict_genes,
+               SearchConfig(population=4, generations=1, parents=2, coarse_samples=500), signal="supernet",
+               signal_kind="accuracy")
+    assert 0 <= r.best.score <= 1 and r.best.score == max(c.score for c in r.evaluated)
+    assert signal.score(r.best.arch) == r.best.score  # BN recalibration is deterministic
+    out = export_arch(tiny, r.best.arch, "onnx", tmp_path / "best.onnx", ckpt)
+    assert out["weights"].startswith("inherited")
+    supernet, _ = supernet_from_checkpoint(ckpt)
+    x = torch.randn(1, 3, r.best.arch.resolution, r.best.arch.resolution)
+    want = supernet.extract(r.best.arch).eval()(x).detach().numpy()
+    got = ort.InferenceSession(out["path"]).run(None, {"input0": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)

@@ -196,14 +196,15 @@ class SupernetAccuracy:
             config = state["config"]
             train, val = load_dataset(config.get("data")).split(config.get("val_fraction", 0.2),
                                                                 config.get("seed", 0))
-            resolution = config.get("resolution") or proxy_resolution(self.space)
+            resolution = state.get("train_resolution") or config.get("resolution") or proxy_resolution(self.space)
             self._state = {"net": net.eval(), "train": train, "val": val, "resolution": resolution,
-                           "evaluate": evaluate_subnet}
+                           "evaluate": evaluate_subnet, "calib_batches": config.get("calib_batches", 4)}
         return self._state
 
     def score(self, arch: Arch) -> float:
         s = self._load()
-        return float(s["evaluate"](s["net"], arch, s["train"], s["val"], s["resolution"]))
+        side = arch.resolution if getattr(s["net"], "resolution_bound", False) else s["resolution"]
+        return float(s["evaluate"](s["net"], arch, s["train"], s["val"], side, s["calib_batches"]))
 
 
 for _name in ("vintk", "ntk", "ntk-cond"):
