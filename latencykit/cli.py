@@ -60,3 +60,5 @@ def main() -> None:
 # Commands live in one module per subsystem.
 from latencykit import commands  # noqa: E402,F401
 from latencykit.lut import commands as _lut_commands  # noqa: E402,F401
+from latencykit.nas import commands as _nas_commands  # noqa: E402,F401
+from latencykit.nas import search_commands  # noqa: E402,F401

@@ -1,0 +1,215 @@
+"""Constrained search on a real host table of the tiny space: budgets, optimum, bounds, CLI, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import TINY
+from latencykit.arch import Arch
+from latencykit.blocks import build
+from latencykit.devices import get_device
+from latencykit.errors import LatencykitError
+from latencykit.export import ExportCache
+from latencykit.lut.predict import TablePredictor
+from latencykit.lut.profile import profile
+from latencykit.lut.protocol import Protocol
+from latencykit.lut.table import LatencyTable, default_path
+from latencykit.nas.search import Budget, SearchConfig, search
+from latencykit.nas.search_commands import arch_changes, parse_count, parse_latency
+
+FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, extra_rounds=2)
+SMALL = dict(population=12, generations=4, parents=4, coarse_samples=3000)
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory, tiny) -> LatencyTable:
+    folder = tmp_path_factory.mktemp("search-table")
+    return profile(tiny, get_device("host"), folder / "tiny.parquet", FAST, ExportCache(folder / "exports")).table
+
+
+@pytest.fixture(scope="module")
+def everything(tiny) -> np.ndarray:
+    """Every architecture of the tiny space (it has a few hundred), as canonical gene rows."""
+    rows = np.unique(tiny.sample_genes(50_000, 0), axis=0)
+    assert len(rows) == tiny.size()
+    return rows
+
+
+def params_score(space):
+    return lambda arch: float(space.params(arch))
+
+
+def test_every_evaluated_subnet_meets_both_budgets(tiny, table) -> None:
+    pred = TablePredictor(table, tiny)
+    lat = pred.predict_genes(tiny.sample_genes(2000, 1))
+    budget = Budget(latency_ms=float(np.median(lat)), params=60_000)
+    for method in ("coarse-to-fine", "evolution", "random"):
+        r = search(tiny, params_score(tiny), budget, pred.predict_genes, SearchConfig(method=method, **SMALL))
+        assert r.evaluated and r.accuracy_evaluations <= 12 * 5
+        for c in r.evaluated:
+            assert pred.predict(c.arch) == pytest.approx(c.latency_ms) and c.latency_ms <= budget.latency_ms
+            assert tiny.params(c.arch) == c.params <= budget.params and tiny.flops(c.arch) == c.flops
+        assert len({c.arch for c in r.evaluated}) == len(r.evaluated)  # each subnet evaluated once
+
+
+def test_coarse_to_fine_finds_the_brute_force_optimum(tiny, table, everything) -> None:
+    """With params as the signal the best feasible subnet is known exactly; the search must reach it."""
+    pred = TablePredictor(table, tiny)
+    lat = pred.predict_genes(everything)
+    budget = Budget(latency_ms=float(np.quantile(lat, 0.4)), params=80_000)
+    params = tiny.evaluate(tiny.params_values, everything)
+    ok = (lat <= budget.latency_ms) & (params <= budget.params)
+    r = search(tiny, params_score(tiny), budget, pred.predict_genes, SearchConfig(**SMALL))
+    assert r.best.params == params[ok].max()
+    names = [s.name for s in r.stages]
+    assert names == ["coarse", "skeletons", "evolution"]
+    coarse = r.stages[0]
+    assert coarse.accuracy_evaluations == 0 and coarse.table_evaluations >= SMALL["coarse_samples"]
+    assert r.stages[1].accuracy_evaluations == coarse.kept == SMALL["population"]
+
+
+def test_searches_are_deterministic_and_baselines_take_the_same_evaluations(tiny, table) -> None:
+    pred = TablePredictor(table, tiny)
+    budget = Budget(latency_ms=float(np.median(pred.predict_genes(tiny.sample_genes(500, 2)))))
+    a = search(tiny, params_score(tiny), budget, pred.predict_genes, SearchConfig(seed=3, **SMALL))
+    b = search(tiny, params_score(tiny), budget, pred.predict_genes, SearchConfig(seed=3, **SMALL))
+    assert [c.arch for c in a.evaluated] == [c.arch for c in b.evaluated]
+    n = a.accuracy_evaluations
+    for method in ("evolution", "random"):
+        r = search(tiny, params_score(tiny), budget, pred.predict_genes,
+                   SearchConfig(method=method, evaluations=n, seed=3, **SMALL))
+        assert r.accuracy_evaluations == n
+
+
+def test_infeasible_budget_names_the_floor_and_returns_at_once(tiny, table) -> None:
+    pred = TablePredictor(table, tiny)
+    floor = float(pred.predict_genes(np.zeros(len(tiny.genes), dtype=np.int64))[0])
+    start = time.perf_counter()
+    with pytest.raises(LatencykitError, match=r"smallest latency tiny reaches on host is") as err:
+        search(tiny, params_score(tiny), Budget(latency_ms=floor * 0.5), pred.predict_genes, SearchConfig(),
+               device="host")
+    assert f"{floor:.3g} ms" in str(err.value)
+    with pytest.raises(LatencykitError, match=r"smallest params are 0.0117 M"):
+        search(tiny, params_score(tiny), Budget(params=1000), None, SearchConfig(), device="host")
+    assert time.perf_counter() - start < 10
+    with pytest.raises(LatencykitError, match="needs a latency table"):
+        search(tiny, params_score(tiny), Budget(latency_ms=1.0), None)
+
+
+def test_flops_budget_without_a_table(tiny, everything) -> None:
+    flops = tiny.evaluate(tiny.flops_values, everything)
+    limit = float(np.median(flops))
+    r = search(tiny, params_score(tiny), Budget(flops=limit), None, SearchConfig(**SMALL))
+    assert all(c.flops <= limit for c in r.evaluated) and np.isnan(r.best.latency_ms)
+    assert r.pareto()[-1].score == r.best.score
+
+
+def test_units_and_arch_changes(tiny) -> None:
+    assert parse_latency("30ms") == 30 and parse_latency("0.5s") == 500 and parse_latency("12") == 12
+    assert parse_count("6M", "params") == 6e6 and parse_count("600k", "params") == 6e5
+    with pytest.raises(LatencykitError, match="cannot read latency"):
+        parse_latency("fast")
+    cols, rows = arch_changes({"a": tiny.smallest(), "b": tiny.largest()})
+    assert cols == ["choice", "a", "b"]
+    changed = {r[0].strip("* ").strip() for r in rows if r[0].startswith("*")}
+    assert "stage1.width" in changed and "resolution" not in changed
+
+
+# ----- the command line ---------------------------------------------------------------------------------
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "latencykit", *args], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300)
+
+
+def slow_transformer_table(table: LatencyTable, device: str) -> LatencyTable:
+    """The same table as if measured where transformer blocks cost 2x and the rest half (a stand-in phone)."""
+    rows = table.rows.copy()
+    heavy = rows["kind"].isin(["transformer", "mvit_local", "mvit_fusion"])
+    rows.loc[heavy, "latency_ms"] *= 2
+    rows.loc[~heavy, "latency_ms"] *= 0.5
+    return LatencyTable(replace(table.meta, device=device), rows.reset_index(drop=True))
+
+
+def test_search_command_per_device_measures_on_host_and_exports(tiny, table, home, tmp_path) -> None:
+    table.write(default_path("host", "tiny"))
+    phone_table = slow_transformer_table(table, "phone-a")
+    phone_table.write(default_path("phone-a", "tiny"))
+    budget = max(float(np.median(TablePredictor(t, tiny).predict_genes(tiny.sample_genes(500, 0))))
+                 for t in (table, phone_table))
+    out = cli("search", "--space", TINY, "-d", "host", "-d", "phone-a", "--latency", f"{budget:.4f}ms",
+              "--params", "0.1M", "--proxy", "params", "--population", "12", "--generations", "4",
+              "--coarse-samples", "3000", "--out", str(tmp_path), "--json")
+    assert out.returncode == 0, out.stderr
+    host, phone = json.loads(out.stdout)
+    assert host["device"] == "host" and host["latency"] == "predicted"
+    assert host["measured"]["status"] == "measured" and host["measured"]["latency_ms"] > 0
+    assert phone["measured"]["status"].startswith("not measured")
+    for r in (host, phone):
+        assert r["best"]["params"] <= 1e5 and r["best"]["latency_ms"] <= budget
+        assert Path(r["files"]["arch"]).exists() and Path(r["files"]["pareto_plot"]).stat().st_size > 1000
+    assert host["best"]["arch"] != phone["best"]["arch"]  # the tables differ, so do the choices
+    onnx_path = tmp_path / "host.onnx"
+    exp = cli("export", host["files"]["arch"], "--space", TINY, "--format", "onnx", "--out", str(onnx_path), "--json")
+    assert exp.returncode == 0, exp.stderr
+    arch = Arch.load(host["files"]["arch"])
+    torch.manual_seed(0)
+    net = build(tiny.layers(arch))
+    x = torch.randn(1, 3, arch.resolution, arch.resolution)
+    got = ort.InferenceSession(str(onnx_path)).run(None, {"input0": x.numpy()})[0]
+    np.testing.assert_allclose(got, net(x).detach().numpy(), rtol=1e-3, atol=1e-4)
+    assert "random initialisation" in json.loads(exp.stdout)["weights"]
+
+
+def test_latency_budget_without_a_table_says_how_to_build_one(home) -> None:
+    out = cli("search", "--space", TINY, "-d", "pixel4", "--latency", "30ms", "--proxy", "params")
+    assert out.returncode == 2 and "latencykit profile --device pixel4" in out.stderr
+    assert "lut import" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
+    from latencykit.nas.search_commands import latency_predictor
+
+    layer = latency_predictor("layer", "host", tiny, table)
+    budget = Budget(latency_ms=float(np.median(layer.predict_genes(tiny.sample_genes(500, 0)))))
+    r = search(tiny, params_score(tiny), budget, layer.predict_genes, SearchConfig(**SMALL))
+    assert all(layer.predict(c.arch) <= budget.latency_ms for c in r.evaluated)
+    with pytest.raises(LatencykitError, match="fit one with `latencykit fit`"):
+        latency_predictor("calibrated", "host", tiny, table)
+
+
+def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, table, tmp_path) -> None:
+    from latencykit.nas.proxies import get_signal
+    from latencykit.nas.search_commands import export_arch
+    from latencykit.nas.train import TrainConfig, fit, supernet_from_checkpoint
+
+    fit(TrainConfig(space=TINY, out=str(tmp_path / "run"), sampler="uniform", epochs=1, batch=16, max_steps=2,
+                    calib_batches=1, checkpoint_every=1, threads=1))
+    ckpt = str(tmp_path / "run" / "checkpoint.pt")
+    signal = get_signal("supernet", tiny, checkpoint=ckpt)
+    assert signal.kind == "accuracy"
+    pred = TablePredictor(table, tiny)
+    budget = Budget(latency_ms=float(np.median(pred.predict_genes(tiny.sample_genes(500, 0)))))
+    r = search(tiny, signal.score, budget, pred.predict_genes,
+               SearchConfig(population=4, generations=1, parents=2, coarse_samples=500), signal="supernet",
+               signal_kind="accuracy")
+    assert 0 <= r.best.score <= 1 and r.best.score == max(c.score for c in r.evaluated)
+    assert signal.score(r.best.arch) == r.best.score  # BN recalibration is deterministic
+    out = export_arch(tiny, r.best.arch, "onnx", tmp_path / "best.onnx", ckpt)
+    assert out["weights"].startswith("inherited")
+    supernet, _ = supernet_from_checkpoint(ckpt)
+    x = torch.randn(1, 3, r.best.arch.resolution, r.best.arch.resolution)
+    want = supernet.extract(r.best.arch).eval()(x).detach().numpy()
+    got = ort.InferenceSession(out["path"]).run(None, {"input0": x.numpy()})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
