@@ -2,7 +2,7 @@
 # Both set up a virtualenv in .venv first; torch is pinned to the CPU build by constraints.txt.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= dev
+EXTRAS ?= dev,tflite,coreml
 SPACE ?= autovit-xxs
 
 .PHONY: install demo test bench

@@ -14,6 +14,9 @@ from latencykit.cli import JsonOption, app, console, emit, table
 DeviceOption = typer.Option(..., "--device", "-d", help="Device name (see `latencykit devices`).")
 SpaceOption = typer.Option(..., "--space", "-s", help="Search space name or space file (see `latencykit spaces`).")
 ThreadsOption = typer.Option(None, "--threads", help="Runtime threads, for devices that take them (host: 1).")
+SerialOption = typer.Option(None, "--serial", help="Android: which attached phone (adb serial).")
+BenchmarkModelOption = typer.Option(None, "--benchmark-model",
+                                    help="Android: path of TFLite's benchmark_model binary on this machine.")
 TableOption = typer.Option(None, "--table", help="Table file (default: $LATENCYKIT_HOME/tables/DEVICE/SPACE.parquet).")
 
 
@@ -90,7 +93,8 @@ def arch(space: str = SpaceOption,
 
 
 @app.command()
-def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption,
+def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
+            benchmark_model: Optional[str] = BenchmarkModelOption,
             out: Optional[Path] = typer.Option(None, "--out", help="Table file to write."),
             rounds: int = typer.Option(15, help="Interleaved measurement rounds."),
             mode: str = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
@@ -106,7 +110,7 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
 
     if mode not in ("isolated", "removal"):
         raise LatencykitError(f"--mode must be isolated or removal, not {mode!r}")
-    sp, dev = load_space(space), get_device(device, threads=threads)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
     with progress_bar(not as_json) as task:
         if mode == "isolated":
             result = run(sp, dev, out, Protocol(rounds=rounds), export_progress=task("export"),
@@ -174,7 +178,8 @@ PredictorOption = typer.Option("table", "--predictor", "-p",
 
 @app.command()
 def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
-        threads: Optional[int] = ThreadsOption,
+        threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
+            benchmark_model: Optional[str] = BenchmarkModelOption,
         samples: int = typer.Option(40, help="Whole subnets to measure for fitting."),
         seed: int = typer.Option(1000, help="Seed of the training subnets (validation uses others)."),
         table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
@@ -190,7 +195,7 @@ def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = P
     model = PREDICTORS.get(predictor)(sp, t)
     archs, measured = [], None
     if predictor in ("flops", "calibrated"):
-        dev = get_device(device, threads=threads)
+        dev = get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
         archs = sample_archs(sp, samples, seed)
         with progress_bar(not as_json) as task:
             measured = measure_archs(sp, dev, archs, t, progress=task(f"measure {samples} subnets twice")).measured
@@ -204,7 +209,8 @@ def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = P
 
 @app.command()
 def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
-             threads: Optional[int] = ThreadsOption,
+             threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
+            benchmark_model: Optional[str] = BenchmarkModelOption,
              samples: int = typer.Option(50, help="Random subnets to measure whole."),
              seed: int = typer.Option(0), table_path: Optional[Path] = TableOption,
              out: Optional[Path] = typer.Option(None, "--out", help="Folder for the JSON and the plot."),
@@ -217,7 +223,7 @@ def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: st
     from latencykit.paths import home
     from latencykit.space import load_space
 
-    sp, dev = load_space(space), get_device(device, threads=threads)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
     t = load_table(device, sp, table_path)
     if predictor in ("table", "layer"):
         model = PREDICTORS.get(predictor)(sp, t)

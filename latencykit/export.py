@@ -12,6 +12,7 @@ import hashlib
 import os
 import tempfile
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,10 +38,23 @@ def export_onnx(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
                           input_names=names, output_names=["output"], do_constant_folding=True)
 
 
+CONVERTERS = {"tflite": ("litert-torch", "ai-edge-litert"), "coreml": ("coremltools",)}
+"""Distributions whose version is part of a format's cache key: a new converter re-exports."""
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "absent"
+
+
 def content_key(fmt: str, module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> str:
     """Hash of everything the exported file depends on: format, exporter, code, weights, shapes."""
     h = hashlib.sha256()
     h.update(f"{fmt}|torch={torch.__version__}|opset={ONNX_OPSET}|torchscript".encode())
+    for dist in CONVERTERS.get(fmt, ()):
+        h.update(f"|{dist}={_version(dist)}".encode())
     h.update(repr(module).encode())
     h.update(repr([tuple(t.shape) for t in inputs]).encode())
     for name, tensor in module.state_dict().items():
