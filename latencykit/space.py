@@ -330,7 +330,7 @@ class SearchSpace:
 
     @cached_property
     def slots(self) -> tuple[Slot, ...]:
-        gi, act = self.gene_index, self.act
+        act = self.act
         optional = [st for st in self.stages if st.optional]
 
         def present(v: dict, i: int) -> bool:
@@ -381,7 +381,6 @@ class SearchSpace:
 
         def head(v: dict) -> list:
             last = max(i for i in tail if present(v, i))
-            st = self.stages[last]
             return [LayerSpec(self.head.kind, self.stage_hw(v["resolution"], last + 1), v[self.width_gene(last)],
                               self.head.classes, expand=self.head.expand, hidden=self.head.hidden, act=act)]
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from latencykit.devices.clock import DESCRIPTION as CLOCKS
+from latencykit.devices.clock import median_ms
+from latencykit.devices.clock import resolve as resolve_clock
 from latencykit.devices.base import Availability, Device
 from latencykit.errors import DeviceUnavailableError
 
@@ -35,23 +37,14 @@ class HostOnnxDevice(Device):
     Inputs and outputs are bound once (IOBinding), so a timed run does no input copy: what is
     timed is the graph, which is what the layer costs inside a whole network.
 
-    With one thread ONNX Runtime computes on the calling thread, so the default clock is that
-    thread's CPU time: when other processes share the cores, wall time inflates a 12 ms model by
-    2-3x (the scheduler preempts it) but a 1 ms reference block hardly at all, which no reference
-    correction can undo; thread CPU time is unaffected. With more threads the clock is wall time.
+    Timing follows latencykit.devices.clock: the calling thread's CPU time with one thread.
     """
 
     format = "onnx"
 
     def __init__(self, threads: int = 1, name: str = "host", clock: str = "auto") -> None:
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        if clock not in ("auto", "cpu", "wall"):
-            raise ValueError("clock must be auto, cpu or wall")
-        if clock == "cpu" and threads > 1:
-            raise ValueError("the cpu clock times the calling thread only; use it with threads=1")
+        self.clock = resolve_clock(threads, clock)
         self.name, self.threads = name, threads
-        self.clock = ("cpu" if threads == 1 else "wall") if clock == "auto" else clock
 
     def check(self) -> Availability:
         try:
@@ -65,7 +58,7 @@ class HostOnnxDevice(Device):
 
         return {"device": self.name, "runtime": f"onnxruntime {ort.__version__}",
                 "provider": "CPUExecutionProvider", "threads": self.threads, "cpu": cpu_name(),
-                "clock": {"cpu": "calling thread's CPU time", "wall": "wall time"}[self.clock],
+                "clock": CLOCKS[self.clock],
                 "machine": platform.machine(), "os": platform.platform()}
 
     def open(self, model: Path) -> _Session:
@@ -92,10 +85,4 @@ class HostOnnxDevice(Device):
 
     def measure(self, handle: _Session, runs: int) -> float:
         run, binding = handle.session.run_with_iobinding, handle.binding
-        clock = time.thread_time if self.clock == "cpu" else time.perf_counter
-        times = np.empty(runs)
-        for i in range(runs):
-            t0 = clock()
-            run(binding)
-            times[i] = clock() - t0
-        return float(np.median(times) * 1e3)
+        return median_ms(lambda: run(binding), runs, self.clock)

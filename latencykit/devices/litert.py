@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import platform
 import re
-import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -16,6 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
+from latencykit.devices.clock import DESCRIPTION as CLOCKS
+from latencykit.devices.clock import median_ms
+from latencykit.devices.clock import resolve as resolve_clock
 from latencykit.devices.base import Availability, Device
 from latencykit.devices.host import cpu_name
 from latencykit.devices.quiet import silenced
@@ -80,14 +82,8 @@ class HostLiteRTDevice(Device):
 
     def __init__(self, threads: int = 1, name: str = "host-litert", xnnpack: bool = True,
                  clock: str = "auto") -> None:
-        if threads < 1:
-            raise ValueError("threads must be at least 1")
-        if clock not in ("auto", "cpu", "wall"):
-            raise ValueError("clock must be auto, cpu or wall")
-        if clock == "cpu" and threads > 1:
-            raise ValueError("the cpu clock times the calling thread only; use it with threads=1")
+        self.clock = resolve_clock(threads, clock)
         self.name, self.threads, self.xnnpack = name, threads, xnnpack
-        self.clock = ("cpu" if threads == 1 else "wall") if clock == "auto" else clock
 
     def check(self) -> Availability:
         try:
@@ -100,7 +96,7 @@ class HostLiteRTDevice(Device):
         return {"device": self.name, "runtime": f"ai-edge-litert {litert_version()}",
                 "delegate": "XNNPACK" if self.xnnpack else "none (builtin kernels)",
                 "threads": self.threads, "cpu": cpu_name(), "machine": platform.machine(),
-                "clock": {"cpu": "calling thread's CPU time", "wall": "wall time"}[self.clock],
+                "clock": CLOCKS[self.clock],
                 "os": platform.platform()}
 
     def open(self, model: Path) -> _Loaded:
@@ -114,13 +110,7 @@ class HostLiteRTDevice(Device):
 
     def measure(self, handle: _Loaded, runs: int) -> float:
         invoke = handle.interp.invoke
-        clock = time.thread_time if self.clock == "cpu" else time.perf_counter
-        times = np.empty(runs)
-        for i in range(runs):
-            t0 = clock()
-            invoke()
-            times[i] = clock() - t0
-        return float(np.median(times) * 1e3)
+        return median_ms(invoke, runs, self.clock)
 
     def close(self, handle: _Loaded) -> None:
         handle.interp = None
