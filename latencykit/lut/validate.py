@@ -22,6 +22,7 @@ from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache
 from latencykit.lut.protocol import Progress, Protocol, REF_KEY, export_reference, measure_models
 from latencykit.lut.table import LatencyTable
+from latencykit.errors import TableError
 from latencykit.space import SearchSpace
 
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
@@ -118,15 +119,16 @@ def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], tab
     reference = export_reference(cache, device.format)
     scale = table.meta.reference.get("ms")
     if not scale:
-        raise ValueError("this table has no reference block; measured models cannot be put on its scale")
+        raise TableError(f"the {table.meta.device} table ({table.meta.mode}) has no reference block, so subnets "
+                         "measured now cannot be put on its scale; validate a table latencykit profiled")
     passes = []
-    n = len(files)
-    for p in range(2):
-        offset = p * n * protocol.rounds
+    counted = [0, 0]  # measurements done in each pass, for the progress bar
 
-        def step(done: int, total: int, offset: int = offset) -> None:
-            if progress:
-                progress(offset + done, 2 * n * protocol.rounds)
+    for p in range(2):
+        def step(done: int, total: int, p: int = p) -> None:
+            counted[p] = done
+            if progress:  # while the first pass runs, assume the second is as long
+                progress(counted[0] + done if p else done, counted[0] + total if p else 2 * total)
 
         passes.append(measure_models(device, files, reference, protocol, None, step))
     keys = list(files)
