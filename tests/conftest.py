@@ -15,6 +15,13 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
+def one_thread():
+    """Tests run torch on one thread, and a test that changes it (`train --threads`) leaves no trace."""
+    yield
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
 def home(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own LATENCYKIT_HOME (tables); the export cache is shared by the session."""
     exports = tmp_path_factory.getbasetemp() / "exports"

@@ -22,14 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_nas_supernet import TINY  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def space_file(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("space") / "tiny.json"
