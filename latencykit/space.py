@@ -98,10 +98,12 @@ class MBConvStage:
     def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
         return []
 
-    @staticmethod
-    def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
+    layer_kind = "mbconv"
+
+    @classmethod
+    def layer(cls, st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
         first = j == 0
-        return LayerSpec("mbconv", hw if first else hw // st.stride, cin if first else width, width,
+        return LayerSpec(cls.layer_kind, hw if first else hw // st.stride, cin if first else width, width,
                          stride=st.stride if first else 1, kernel=v["kernel"], expand=v["expand"],
                          se=st.se, act=act)
 
@@ -137,12 +139,7 @@ class MobileViTStage:
 class MobileBlockStage(MBConvStage):
     """ElasticViT's MBConv stage: its MobileBlock layers (see layers._mbblock)."""
 
-    @staticmethod
-    def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
-        first = j == 0
-        return LayerSpec("mbblock", hw if first else hw // st.stride, cin if first else width, width,
-                         stride=st.stride if first else 1, kernel=v["kernel"], expand=v["expand"],
-                         se=st.se, act=act)
+    layer_kind = "mbblock"
 
 
 class PlainViTStage:
