@@ -35,14 +35,14 @@ def main() -> None:
     os.environ["LATENCYKIT_HOME"] = tempfile.mkdtemp(prefix="latencykit-bench-")
     from latencykit.elasticvit import arch_from_tuple
     from latencykit.lut.importers import write_import
-    from latencykit.lut.predict import TablePredictor
+    from latencykit.lut.predictors import get_predictor
     from latencykit.lut.table import LatencyTable
     from latencykit.space import load_space
 
     space = load_space("elasticvit")
     models = json.loads(MODELS.read_text())["models"]
     imports = {p: write_import("nn-meter", LUTS / f"{p}_lut_ln_v3.json", p, space) for p in PHONES}
-    predictors = {p: TablePredictor(LatencyTable.read(r.path), space) for p, r in imports.items()}
+    predictors = {p: get_predictor("isolated").fit(space, LatencyTable.read(r.path)) for p, r in imports.items()}
 
     rows, ratios = [], []
     for name, m in models.items():

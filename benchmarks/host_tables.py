@@ -28,7 +28,7 @@ def main() -> None:
     os.environ["LATENCYKIT_HOME"] = tempfile.mkdtemp(prefix="latencykit-bench-")
 
     from latencykit.devices import get_device
-    from latencykit.lut.predict import TablePredictor
+    from latencykit.lut.predictors import get_predictor
     from latencykit.lut.profile import profile
     from latencykit.lut.validate import evaluate, measure_archs, sample_archs, save
     from latencykit.space import load_space
@@ -38,7 +38,7 @@ def main() -> None:
     for name in args.spaces:
         space = load_space(name)
         result = profile(space, device)
-        predictor = TablePredictor(result.table, space)
+        predictor = get_predictor("isolated").fit(space, result.table)
         genes = space.sample_genes(100_000, 0)
         predictor.predict_genes(genes[:100])
         t0 = time.perf_counter()

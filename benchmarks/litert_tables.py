@@ -34,7 +34,7 @@ def main() -> None:
     os.environ["LATENCYKIT_HOME"] = args.home or tempfile.mkdtemp(prefix="latencykit-bench-")
 
     from latencykit.devices import get_device
-    from latencykit.lut.predict import TablePredictor
+    from latencykit.lut.predictors import get_predictor
     from latencykit.lut.profile import profile
     from latencykit.lut.validate import evaluate, measure_archs, sample_archs, save
     from latencykit.space import load_space
@@ -46,7 +46,7 @@ def main() -> None:
         t0 = time.perf_counter()
         result = profile(space, device)
         profile_s = time.perf_counter() - t0
-        predictor = TablePredictor(result.table, space)
+        predictor = get_predictor("isolated").fit(space, result.table)
         t0 = time.perf_counter()
         m = measure_archs(space, device, sample_archs(space, args.samples, seed=1), result.table)
         validate_s = time.perf_counter() - t0

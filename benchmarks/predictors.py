@@ -35,7 +35,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     from latencykit.devices import get_device
-    from latencykit.lut.learned import PREDICTORS
+    from latencykit.lut.predictors import Measured, get_predictor
     from latencykit.lut.profile import profile
     from latencykit.lut.removal import profile_removal
     from latencykit.lut.table import default_path
@@ -69,19 +69,17 @@ def main() -> None:
         measured = m_test.measured
         floor = Metrics.compare(m_test.second, m_test.first)
         candidates = []
-        runs = [("isolated table", "table", iso.table, 0, iso.seconds),
+        runs = [("isolated table", "isolated", iso.table, 0, iso.seconds),
                 ("layer model (isolated table)", "layer", iso.table, 0, iso.seconds),
                 ("FLOPs + params linear", "flops", iso.table, args.train, 0.0),
                 ("calibrated isolated, 20 subnets", "calibrated", iso.table, 20, iso.seconds),
                 (f"calibrated isolated, {args.train} subnets", "calibrated", iso.table, args.train, iso.seconds)]
         if rem:
-            runs[1:1] = [("removal table", "table", rem.table, 0, rem.seconds)]
-            runs.append((f"calibrated removal, {args.train} subnets", "calibrated", rem.table, args.train, rem.seconds))
+            runs[1:1] = [("removal table", "removal", rem.table, 0, rem.seconds)]
         for label, pname, table, n_train, wall in runs:
-            model = PREDICTORS.get(pname)(space, table)
             scale = to_rem if rem and table is rem.table else 1.0
-            if n_train:
-                model.fit(train[:n_train], m_train.measured[:n_train] * scale)
+            fit_on = Measured(tuple(train[:n_train]), m_train.measured[:n_train] * scale) if n_train else None
+            model = get_predictor(pname).fit(space, table, fit_on)
             pred = model.predict_many(test) / scale
             candidates.append((label, model, Metrics.compare(pred, measured), n_train, wall, pred))
         removal_note = (f"removal mode used {len(rem.table.meta.provenance['references'])} reference subnets and "

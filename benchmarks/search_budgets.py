@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 from latencykit.devices import get_device
-from latencykit.lut.learned import PREDICTORS
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import Measured, get_predictor
 from latencykit.lut.table import load_table
 from latencykit.lut.validate import measure_archs, sample_archs
 from latencykit.nas.search import Budget, SearchConfig, search
@@ -41,10 +40,10 @@ def main() -> None:
     args = ap.parse_args()
     sp = load_space(args.space)
     table = load_table("host", sp)
-    pred = TablePredictor(table, sp)
+    pred = get_predictor("isolated").fit(sp, table)
     host = get_device("host")
     fit_archs = sample_archs(sp, args.fit_samples, 1000)
-    calibrated = PREDICTORS.get("calibrated")(sp, table).fit(fit_archs, measure_archs(sp, host, fit_archs, table).measured)
+    calibrated = get_predictor("calibrated").fit(sp, table, Measured(tuple(fit_archs), measure_archs(sp, host, fit_archs, table).measured))
     genes = sp.sample_genes(50_000, 0)
     lat, flops = pred.predict_genes(genes), sp.evaluate(sp.flops_values, genes)
     score = lambda a: float(sp.params(a))  # noqa: E731

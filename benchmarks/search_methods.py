@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from latencykit.arch import Arch
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor
 from latencykit.lut.table import load_table
 from latencykit.nas.proxies import get_signal
 from latencykit.nas.search import METHODS, Budget, SearchConfig, search
@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/latencykit-search-methods")
     args = ap.parse_args()
     sp = load_space(args.space)
-    pred = TablePredictor(load_table(args.device, sp), sp)
+    pred = get_predictor("isolated").fit(sp, load_table(args.device, sp))
     genes = sp.sample_genes(50_000, 0)
     budget = Budget(latency_ms=float(np.quantile(pred.predict_genes(genes), args.quantile)),
                     params=float(np.quantile(sp.evaluate(sp.params_values, genes), 0.7)))

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor
 from latencykit.lut.table import default_path, load_table
 from latencykit.nas.search import Budget, SearchConfig
-from latencykit.nas.search_commands import arch_changes, search_devices
+from latencykit.nas.run import arch_changes, search_devices
 from latencykit.space import load_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -43,7 +43,7 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "latencykit", "lut", "import", "nn-meter",
                             str(SHARED / "data" / "nn-meter-luts" / f"{p}_lut_ln_v3.json"), "--device", p,
                             "--space", sp.name, "--json"], check=True, capture_output=True)
-    preds = {p: TablePredictor(load_table(p, sp), sp) for p in PHONES}
+    preds = {p: get_predictor("isolated").fit(sp, load_table(p, sp)) for p in PHONES}
     lines = ["# One budget, four phones (elasticvit, imported nn-Meter tables)", "",
              f"Command: `LATENCYKIT_HOME=<home> nice -n 5 python {' '.join(sys.argv)}`", "",
              f"Signal: {args.proxy}. Coarse-to-fine, population 50, 20 generations, 10 parents. "

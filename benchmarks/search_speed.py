@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor
 from latencykit.lut.table import load_table
 from latencykit.nas.proxies import NTKConfig, NTKProxy
 from latencykit.nas.search import Budget, SearchConfig, search
@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
     sp = load_space(args.space)
     table = load_table(args.device, sp)
-    pred = TablePredictor(table, sp)
+    pred = get_predictor("isolated").fit(sp, table)
 
     genes = sp.sample_genes(200_000, 0)
     pred.predict_genes(genes[:1000])

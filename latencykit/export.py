@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from latencykit.errors import LatencykitError
+from latencykit.exporters import export_coreml, export_tflite
 from latencykit.paths import home
 from latencykit.registry import Registry
 
@@ -27,6 +28,10 @@ ExportFn = Callable[[torch.nn.Module, tuple, Path], None]
 EXPORTERS: Registry[ExportFn] = Registry("export format")
 SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
 ONNX_OPSET = 17
+
+
+EXPORTERS.add("tflite", export_tflite)  # their converters are imported on first use
+EXPORTERS.add("coreml", export_coreml)
 
 
 @EXPORTERS.register("onnx")
@@ -90,8 +95,3 @@ class ExportCache:
 
 def default_cache() -> ExportCache:
     return ExportCache(home() / "exports")
-
-
-
-# TFLite and Core ML exporters register themselves (heavy libraries load only when used).
-from latencykit.devices import exporters as _exporters  # noqa: E402,F401

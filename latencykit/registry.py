@@ -17,11 +17,14 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Maps names to factories; `group` is the entry-point group third parties use."""
 
-    def __init__(self, kind: str, group: str | None = None) -> None:
+    def __init__(self, kind: str, group: str | None = None,
+                 catalogue: "Callable[[Registry[T]], None] | None" = None) -> None:
         self.kind = kind
         self.group = group
+        self.catalogue = catalogue
+        """Adds entries read from data files, on first lookup (never at import)."""
         self._items: dict[str, T] = {}
-        self._plugins_loaded = group is None
+        self._plugins_loaded = group is None and catalogue is None
         self.plugin_errors: dict[str, str] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,7 +43,13 @@ class Registry(Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
-        for ep in entry_points(group=self.group):
+        if self.catalogue is not None:
+            try:
+                self.catalogue(self)
+            except Exception:
+                self._plugins_loaded = False  # a broken data file is reported on every lookup, not cached
+                raise
+        for ep in entry_points(group=self.group) if self.group else ():
             if ep.name in self._items:
                 continue
             try:

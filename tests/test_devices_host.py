@@ -8,8 +8,8 @@ import torch
 
 from latencykit.devices import DEVICES, get_device
 from latencykit.devices.conformance import ConformanceError, check_device
-from latencykit.devices.exporters import TFLITE_TOLERANCE, ExportCheckError, check_coreml, check_tflite, torch_outputs
-from latencykit.devices.litert import run_tflite
+from latencykit.exporters import TFLITE_TOLERANCE, ExportCheckError, check_coreml, check_tflite, torch_outputs
+from latencykit.tflite_runtime import run_tflite
 from latencykit.errors import DeviceUnavailableError
 from tests.fake_adb import layers
 

@@ -19,7 +19,7 @@ from latencykit.cli import app
 from latencykit.elasticvit import arch_from_tuple
 from latencykit.errors import TableError
 from latencykit.lut.importers import FILLERS, import_table, write_import
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import Predictor, get_predictor
 from latencykit.lut.table import LatencyTable, default_path
 from latencykit.space import load_space
 
@@ -46,12 +46,12 @@ def published() -> dict[str, dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def imported(space):
-    """phone -> TablePredictor on its imported table, built once per module."""
-    cache: dict[str, TablePredictor] = {}
+    """phone -> Predictor on its imported table, built once per module."""
+    cache: dict[str, Predictor] = {}
 
-    def get(phone: str) -> TablePredictor:
+    def get(phone: str) -> Predictor:
         if phone not in cache:
-            cache[phone] = TablePredictor(import_table("nn-meter", lut(phone), phone, space).table, space)
+            cache[phone] = get_predictor("isolated").fit(space, import_table("nn-meter", lut(phone), phone, space).table)
         return cache[phone]
 
     return get
@@ -107,7 +107,7 @@ def test_prediction_is_the_hand_sum(space, published) -> None:
         result = write_import("nn-meter", lut(phone), phone, space)
         assert result.path == default_path(phone, "elasticvit")
         assert result.coverage.share == 1.0 and not result.coverage.missing
-        predictor = TablePredictor(LatencyTable.read(default_path(phone, "elasticvit")), load_space("elasticvit"))
+        predictor = get_predictor("isolated").fit(load_space("elasticvit"), LatencyTable.read(default_path(phone, "elasticvit")))
         for arch, keys in ((SMALL, SMALL_KEYS), (ODD, ODD_KEYS)):
             assert predictor.predict(arch) == pytest.approx(sum(published[phone][k] for k in keys), rel=1e-12)
 
@@ -175,7 +175,7 @@ def test_cli_predict_on_an_imported_phone(space, published, tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["predict", str(arch), "--device", "pixel6", "--space", "elasticvit", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
-    assert data["latency"] == "predicted" and data["table_source"] == ["imported"]
+    assert data["latency"] == "predicted" and data["table_sources"] == ["imported"] and data["predictor"] == "isolated"
     assert data["latency_ms"] == pytest.approx(sum(published["pixel6"][k] for k in ODD_KEYS), rel=1e-12)
     listed = json.loads(CliRunner().invoke(app, ["devices", "--json"]).output)
     pixel6 = next(d for d in listed if d["device"] == "pixel6")
@@ -214,7 +214,7 @@ def test_missing_layers_filled_by_a_layer_predictor(space, partial: Path, publis
     assert set(rows.loc[rows["source"] == "predicted", "key"]) == set(result.coverage.missing)
     assert result.table.meta.provenance["filled_by"] == "per-flop"
     # an architecture using a filled layer still predicts; one using only imported layers is exact
-    predictor = TablePredictor(result.table, space)
+    predictor = get_predictor("isolated").fit(space, result.table)
     assert predictor.predict(SMALL) == pytest.approx(sum(published["pixel4"][k] for k in SMALL_KEYS))
     assert np.isfinite(predictor.predict(ODD))
 
@@ -250,7 +250,7 @@ def test_architecture_with_missing_layers_is_reported(space, imported) -> None:
     table = imported("pixel6").table
     keep = ~table.rows["key"].str.startswith("stem:hw=224")
     partial = LatencyTable(table.meta, table.rows[keep].reset_index(drop=True))
-    predictor = TablePredictor(partial, space)
+    predictor = get_predictor("isolated").fit(space, partial)
     with pytest.raises(TableError, match=r"1 layer\(s\) of this architecture are missing .*stem:hw=224"):
         predictor.predict(ODD)
     assert np.isnan(predictor.predict_many([ODD])[0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import pickle
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +11,7 @@ import pytest
 from latencykit.arch import Arch
 from latencykit.devices import get_device
 from latencykit.export import ExportCache
-from latencykit.lut.learned import PREDICTORS, PredictorError, load_predictor, predictor_path
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import Measured, PredictorError, get_predictor, load_predictor, predictor_path, resolve_predictor
 from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol
 from latencykit.lut.removal import choose_references, profile_removal, removable
@@ -63,7 +62,7 @@ def test_removal_entries_add_up_to_the_reference_models(tables, tiny) -> None:
     methods = dict(zip(table.rows["key"], table.rows["method"]))
     assert {methods[l.key] for l in tiny.distinct_layers() if removable(l)} == {"removal"}
     assert {methods[l.key] for l in tiny.distinct_layers() if not removable(l)} == {"isolated"}
-    pred = TablePredictor(table, tiny)
+    pred = get_predictor("removal").fit(tiny, table)
     refs = table.meta.provenance["references"]
     for ref in refs:
         arch = Arch.from_dict(ref["arch"])
@@ -71,24 +70,32 @@ def test_removal_entries_add_up_to_the_reference_models(tables, tiny) -> None:
         assert entries + ref["overhead_ms"] == pytest.approx(ref["measured_ms"])
         assert pred.predict(arch) == pytest.approx(ref["measured_ms"])  # the table reproduces its references
     # the shared (median) overhead is a small part of a reference's latency: the entries carry the cost
-    assert abs(table.meta.overhead_ms) < 0.5 * np.median([r["measured_ms"] for r in refs])
+    assert abs(pred.overhead_ms) < 0.5 * np.median([r["measured_ms"] for r in refs])
+    # a subnet that is not a reference gets the median overhead on top of its entries
+    other = next(a for a in (tiny.sample(s) for s in range(50)) if a.to_dict() not in [r["arch"] for r in refs])
+    assert pred.predict(other) == pytest.approx(sum(table.latency(l) for l in tiny.layers(other)) + pred.overhead_ms)
+    with pytest.raises(PredictorError, match="needs a table in mode removal"):
+        get_predictor("removal").fit(tiny, tables[0].table)
+    with pytest.raises(PredictorError, match="needs a table in mode isolated or imported"):
+        get_predictor("isolated").fit(tiny, table)
 
 
 def test_learned_predictors_beat_the_flops_baseline(small) -> None:
     space, table, train, y_train, test, m_test = small
     errors = {}
     for name in ("flops", "calibrated"):
-        model = PREDICTORS.get(name)(space, table).fit(train, y_train)
-        assert model.measurements == len(train)
+        model = get_predictor(name).fit(space, table, Measured(tuple(train), y_train))
+        assert model.measurements == len(train) and model.label == f"{name}(n={len(train)})"
         errors[name] = Metrics.compare(model.predict_many(test), m_test.measured).rmspe_pct
-    errors["layer"] = Metrics.compare(PREDICTORS.get("layer")(space, table).predict_many(test), m_test.measured).rmspe_pct
+    errors["layer"] = Metrics.compare(get_predictor("layer").fit(space, table).predict_many(test),
+                                      m_test.measured).rmspe_pct
     assert errors["calibrated"] < errors["flops"], errors
     assert np.isfinite(errors["layer"])
 
 
 def test_layer_model_predicts_layers_missing_from_the_table(tables, tiny) -> None:
     iso, _, _ = tables
-    model = PREDICTORS.get("layer")(tiny, iso.table)
+    model = get_predictor("layer").fit(tiny, iso.table)
     known = tiny.distinct_layers()
     wider = [l.__class__(**{**l.to_dict(), "hw": l.hw * 2}) for l in known if l.kind == "mbconv"][:5]
     assert not any(l in iso.table for l in wider)
@@ -98,18 +105,50 @@ def test_layer_model_predicts_layers_missing_from_the_table(tables, tiny) -> Non
     assert pred.sum() >= base.sum()  # four times the pixels never costs less
 
 
-def test_saved_predictor_round_trips_and_refuses_other_versions(small, tmp_path) -> None:
+def test_saved_predictor_round_trips_and_refuses_foreign_files(small, tmp_path) -> None:
     space, table, train, y_train, test, _ = small
-    model = PREDICTORS.get("calibrated")(space, table).fit(train, y_train)
+    model = get_predictor("calibrated").fit(space, table, Measured(tuple(train), y_train))
     path = model.save(predictor_path(tmp_path / "small.parquet", "calibrated"))
+    assert path.name == "small.calibrated.predictor.json"
     again = load_predictor(path, space, table)
     assert np.allclose(again.predict_many(test), model.predict_many(test))
     assert again.training_archs == train
-    blob = pickle.loads(path.read_bytes())
-    blob["sklearn"] = "0.0.1"
-    path.write_bytes(pickle.dumps(blob))
-    with pytest.raises(PredictorError, match="saved with sklearn 0.0.1.*refit it with `latencykit fit --predictor calibrated`"):
-        load_predictor(path, space, table)
+    # the table path finds the fitted file; `auto` prefers it to the plain sum
+    assert resolve_predictor("auto", space, table, tmp_path / "small.parquet").label == f"calibrated(n={len(train)})"
+    good = json.loads(path.read_text())
+
+    def refused(doc: dict, match: str) -> None:
+        path.write_text(json.dumps(doc))
+        with pytest.raises(PredictorError, match=match):
+            load_predictor(path, space, table)
+
+    refused({**good, "space": "autovit-s"}, "fit for space 'autovit-s', not 'small'")
+    refused({**good, "device": "pixel4"}, "fit for device 'pixel4'")
+    refused({**good, "table_created": "2020-01-01"}, "fit for table created")
+    refused({**good, "schema_version": 99}, "schema version 99")
+    refused({**good, "state": {**good["state"], "features": ["mbconv"]}}, "features")
+    refused({**good, "state": {**good["state"], "coefficients": [1.0]}}, "coefficients")
+    refused({**good, "predictor": "nope"}, "nope")
     path.write_bytes(b"junk")
     with pytest.raises(PredictorError, match="not a latencykit predictor"):
         load_predictor(path, space, table)
+
+
+class _Boom:
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {Path(__file__).parent}/PWNED",))
+
+
+def test_a_pickle_renamed_predictor_runs_no_code(small, tmp_path) -> None:
+    import pickle
+
+    space, table, *_ = small
+    marker = Path(__file__).parent / "PWNED"
+    marker.unlink(missing_ok=True)
+    path = predictor_path(tmp_path / "small.parquet", "calibrated")
+    path.write_bytes(pickle.dumps({"format": 1, "state": _Boom()}))
+    with pytest.raises(PredictorError, match="not a latencykit predictor"):
+        load_predictor(path, space, table)
+    assert not marker.exists()

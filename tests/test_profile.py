@@ -15,7 +15,7 @@ import pytest
 
 from latencykit.devices import get_device
 from latencykit.export import ExportCache
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor
 from latencykit.lut.profile import profile
 from latencykit.lut.table import load_table
 from latencykit.lut.protocol import REFERENCE, Protocol
@@ -61,7 +61,7 @@ def test_table_round_trips_through_parquet(tiny_table, tmp_path) -> None:
 
 
 def test_predictor_sums_the_entries_and_scores_batches(tiny, tiny_table) -> None:
-    pred = TablePredictor(tiny_table, tiny)
+    pred = get_predictor("isolated").fit(tiny, tiny_table)
     for seed in range(10):
         arch = tiny.sample(seed)
         by_hand = sum(tiny_table.latency(l) for l in tiny.layers(arch))
@@ -87,7 +87,7 @@ def test_validation_reports_metrics_noise_floor_and_plot(tiny, tiny_table, tmp_p
     assert len(set(archs)) == 6
     m = measure_archs(tiny, get_device("host"), archs, tiny_table,
                       protocol=Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0))
-    v = evaluate("table", TablePredictor(tiny_table, tiny).predict_many, m, "host", "tiny")
+    v = evaluate("table", get_predictor("isolated").fit(tiny, tiny_table).predict_many, m, "host", "tiny")
     assert v.metrics.n == 6 and v.noise_floor.n == 6
     assert 0 <= v.metrics.within_5_pct <= v.metrics.within_10_pct <= 100
     # subnets of this space differ several-fold in cost: the table must rank them, not just exist

@@ -21,12 +21,12 @@ from latencykit.blocks import build
 from latencykit.devices import get_device
 from latencykit.errors import LatencykitError
 from latencykit.export import ExportCache
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor
 from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol
 from latencykit.lut.table import LatencyTable, default_path
 from latencykit.nas.search import Budget, SearchConfig, search
-from latencykit.nas.search_commands import arch_changes, parse_count, parse_latency
+from latencykit.nas.run import arch_changes, parse_count, parse_latency
 
 FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, extra_rounds=2)
 SMALL = dict(population=12, generations=4, parents=4, coarse_samples=3000)
@@ -51,7 +51,7 @@ def params_score(space):
 
 
 def test_every_evaluated_subnet_meets_both_budgets(tiny, table) -> None:
-    pred = TablePredictor(table, tiny)
+    pred = get_predictor("isolated").fit(tiny, table)
     lat = pred.predict_genes(tiny.sample_genes(2000, 1))
     budget = Budget(latency_ms=float(np.median(lat)), params=60_000)
     for method in ("coarse-to-fine", "evolution", "random"):
@@ -65,7 +65,7 @@ def test_every_evaluated_subnet_meets_both_budgets(tiny, table) -> None:
 
 def test_coarse_to_fine_finds_the_brute_force_optimum(tiny, table, everything) -> None:
     """With params as the signal the best feasible subnet is known exactly; the search must reach it."""
-    pred = TablePredictor(table, tiny)
+    pred = get_predictor("isolated").fit(tiny, table)
     lat = pred.predict_genes(everything)
     budget = Budget(latency_ms=float(np.quantile(lat, 0.4)), params=80_000)
     params = tiny.evaluate(tiny.params_values, everything)
@@ -83,7 +83,7 @@ def test_coarse_to_fine_finds_the_brute_force_optimum(tiny, table, everything) -
 
 
 def test_searches_are_deterministic_and_baselines_take_the_same_evaluations(tiny, table) -> None:
-    pred = TablePredictor(table, tiny)
+    pred = get_predictor("isolated").fit(tiny, table)
     budget = Budget(latency_ms=float(np.median(pred.predict_genes(tiny.sample_genes(500, 2)))))
     a = search(tiny, params_score(tiny), budget, pred.predict_genes, SearchConfig(seed=3, **SMALL))
     b = search(tiny, params_score(tiny), budget, pred.predict_genes, SearchConfig(seed=3, **SMALL))
@@ -96,7 +96,7 @@ def test_searches_are_deterministic_and_baselines_take_the_same_evaluations(tiny
 
 
 def test_infeasible_budget_names_the_floor_and_returns_at_once(tiny, table) -> None:
-    pred = TablePredictor(table, tiny)
+    pred = get_predictor("isolated").fit(tiny, table)
     floor = float(pred.predict_genes(np.zeros(len(tiny.genes), dtype=np.int64))[0])
     start = time.perf_counter()
     with pytest.raises(LatencykitError, match=r"smallest latency tiny reaches on host is") as err:
@@ -149,7 +149,7 @@ def test_search_command_per_device_measures_on_host_and_exports(tiny, table, hom
     table.write(default_path("host", "tiny"))
     phone_table = slow_transformer_table(table, "phone-a")
     phone_table.write(default_path("phone-a", "tiny"))
-    budget = max(float(np.median(TablePredictor(t, tiny).predict_genes(tiny.sample_genes(500, 0))))
+    budget = max(float(np.median(get_predictor("isolated").fit(tiny, t).predict_genes(tiny.sample_genes(500, 0))))
                  for t in (table, phone_table))
     out = cli("search", "--space", TINY, "-d", "host", "-d", "phone-a", "--latency", f"{budget:.4f}ms",
               "--params", "0.1M", "--proxy", "params", "--population", "12", "--generations", "4",
@@ -182,19 +182,21 @@ def test_latency_budget_without_a_table_says_how_to_build_one(home) -> None:
 
 
 def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
-    from latencykit.nas.search_commands import latency_predictor
+    from latencykit.lut.predictors import resolve_predictor
+    from latencykit.lut.table import default_path
 
-    layer = latency_predictor("layer", "host", tiny, table)
+    layer = resolve_predictor("layer", tiny, table, default_path("host", tiny.name))
+    assert layer.label == "layer"
     budget = Budget(latency_ms=float(np.median(layer.predict_genes(tiny.sample_genes(500, 0)))))
     r = search(tiny, params_score(tiny), budget, layer.predict_genes, SearchConfig(**SMALL))
     assert all(layer.predict(c.arch) <= budget.latency_ms for c in r.evaluated)
-    with pytest.raises(LatencykitError, match="fit one with `latencykit fit`"):
-        latency_predictor("calibrated", "host", tiny, table)
+    with pytest.raises(LatencykitError, match="needs whole-model measurements.*latencykit fit --predictor calibrated"):
+        resolve_predictor("calibrated", tiny, table, default_path("host", tiny.name))
 
 
 def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, table, tmp_path) -> None:
     from latencykit.nas.proxies import get_signal
-    from latencykit.nas.search_commands import export_arch
+    from latencykit.nas.run import export_arch
     from latencykit.nas.train import TrainConfig, fit, supernet_from_checkpoint
 
     fit(TrainConfig(space=TINY, out=str(tmp_path / "run"), sampler="uniform", epochs=1, batch=16, max_steps=2,
@@ -202,7 +204,7 @@ def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, t
     ckpt = str(tmp_path / "run" / "checkpoint.pt")
     signal = get_signal("supernet", tiny, checkpoint=ckpt)
     assert signal.kind == "accuracy"
-    pred = TablePredictor(table, tiny)
+    pred = get_predictor("isolated").fit(tiny, table)
     budget = Budget(latency_ms=float(np.median(pred.predict_genes(tiny.sample_genes(500, 0)))))
     r = search(tiny, signal.score, budget, pred.predict_genes,
                SearchConfig(population=4, generations=1, parents=2, coarse_samples=500), signal="supernet",

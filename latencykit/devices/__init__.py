@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from typing import Callable
 
+from latencykit.devices import catalogue
 from latencykit.devices.base import Availability, Device
 from latencykit.devices.host import HostOnnxDevice
 from latencykit.errors import DeviceUnavailableError
 from latencykit.registry import Registry
 
-DEVICES: Registry[Callable[..., Device]] = Registry("device", "latencykit.devices")
+DEVICES: Registry[Callable[..., Device]] = Registry("device", "latencykit.devices",
+                                                    catalogue=lambda r: catalogue.register_all(r))
+"""`host` is built in; the catalogue (phones.json, here and in $LATENCYKIT_HOME) adds the rest on first use."""
 DEVICES.add("host", HostOnnxDevice)
 
 
@@ -41,8 +44,3 @@ def require(device: Device) -> Device:
 
 
 __all__ = ["DEVICES", "Availability", "Device", "HostOnnxDevice", "get_device", "require"]
-
-# Device plugins (issue 4): exporters for tflite/coreml, then every catalogued device.
-from latencykit.devices import catalogue as _catalogue, exporters as _exporters  # noqa: E402,F401
-
-_catalogue.register_all(DEVICES)

@@ -17,7 +17,7 @@ import numpy as np
 
 from latencykit.devices.base import Availability, Device
 from latencykit.devices.host import cpu_name
-from latencykit.devices.quiet import silenced
+from latencykit.quiet import silenced
 from latencykit.errors import DeviceUnavailableError
 
 COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")

@@ -31,15 +31,12 @@ FILLERS: Registry[Callable[[], Filler]] = Registry("layer predictor", "latencyki
 @FILLERS.register("layer")
 def layer_filler() -> Filler:
     """latencykit's `layer` predictor (one random forest per layer kind on shape features and FLOPs,
-    latencykit.lut.learned.LayerModel), fit on the imported entries."""
+    latencykit.lut.predictors.LayerForests), fit on the imported entries."""
 
     def fill(space: SearchSpace, missing: Sequence[LayerSpec], known: Mapping[LayerSpec, float]) -> dict:
-        from latencykit.lut.learned import LayerModel
+        from latencykit.lut.predictors import LayerForests
 
-        meta = TableMeta(device="import", space=space.name, space_digest=space.digest, mode="imported")
-        table = LatencyTable.from_entries(meta, list(known), [{"latency_ms": ms, "source": "imported"}
-                                                              for ms in known.values()])
-        return dict(zip(missing, LayerModel(space, table).predict_layers(list(missing))))
+        return dict(zip(missing, LayerForests(known).predict_layers(list(missing))))
 
     return fill
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from latencykit.errors import TableError
 from latencykit.export import home
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor, table_predictor_name
 from latencykit.lut.table import LatencyTable, default_path
 from latencykit.space import SearchSpace
 
@@ -47,7 +47,8 @@ def phone_summary(space: SearchSpace, devices: Sequence[str] | None = None, rand
     if not devices:
         raise TableError(f"no device has a table for space {space.name!r}; import one with "
                          "`latencykit lut import nn-meter FILE --device NAME --space SPACE`")
-    predictors = {d: TablePredictor(LatencyTable.read(default_path(d, space.name)), space) for d in devices}
+    tables = {d: LatencyTable.read(default_path(d, space.name)) for d in devices}
+    predictors = {d: get_predictor(table_predictor_name(t)).fit(space, t) for d, t in tables.items()}
     sources = {d: sorted(p.table.rows["source"].unique()) for d, p in predictors.items()}
     rng = np.random.default_rng(seed)
     many = space.sample_genes(sample, rng)

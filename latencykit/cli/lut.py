@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from latencykit.cli import JsonOption, app, emit, table
+from latencykit.cli.app import JsonOption, app, emit, table
 
 lut = typer.Typer(no_args_is_help=True, help="Lookup tables: import published ones, compare phones.")
 app.add_typer(lut, name="lut")

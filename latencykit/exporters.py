@@ -1,4 +1,4 @@
-"""TFLite and Core ML exporters, registered in `latencykit.export.EXPORTERS` next to ONNX.
+"""TFLite and Core ML exporters; `latencykit.export` registers them in `EXPORTERS` next to ONNX.
 
 Both are cached by content through `ExportCache`, like ONNX. Each export is checked before it is
 cached: a TFLite file is run with the LiteRT interpreter and must match the torch output; a Core ML
@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latencykit.devices.quiet import silenced
+from latencykit.quiet import silenced
 from latencykit.errors import LatencykitError
-from latencykit.export import EXPORTERS
 
 # TFLite runs fp32 (XNNPACK); Core ML ML programs compute in fp16 by default, as on an iPhone.
 TFLITE_TOLERANCE = 1e-3
@@ -48,7 +47,6 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.abs(got - want).max() / max(1.0, float(np.abs(want).max())))
 
 
-@EXPORTERS.register("tflite")
 def export_tflite(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
     """litert-torch conversion (fp32), then a check against torch with the LiteRT interpreter."""
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
@@ -64,7 +62,7 @@ def export_tflite(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
 
 def check_tflite(path: Path, module: torch.nn.Module, inputs: tuple) -> float:
     """The file's relative error against torch on `inputs`; raises above TFLITE_TOLERANCE."""
-    from latencykit.devices.litert import run_tflite
+    from latencykit.tflite_runtime import run_tflite
 
     got = run_tflite(path, [t.numpy() for t in inputs])
     want = torch_outputs(module, inputs)
@@ -76,7 +74,6 @@ def check_tflite(path: Path, module: torch.nn.Module, inputs: tuple) -> float:
     return err
 
 
-@EXPORTERS.register("coreml")
 def export_coreml(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
     """coremltools from a `torch.export` program (ATen dialect) to an ML program package."""
     with silenced():

@@ -1,9 +1,5 @@
-"""`latencykit search` (one constrained search per device, with plots and measured checks) and
-`latencykit export` (a searched subnet as ONNX, TFLite or Core ML).
-
-The library half (`search_devices`, `pareto_plot`, `arch_changes`, `export_arch`) prints nothing;
-the commands at the bottom parse, call one of them and print.
-"""
+"""Search on each device (with plots and measured checks) and export a searched subnet as ONNX,
+TFLite or Core ML: what `latencykit search` and `latencykit export` call. Nothing here prints."""
 
 from __future__ import annotations
 
@@ -14,12 +10,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
-
-import typer
+from typing import Callable
 
 from latencykit.arch import Arch
-from latencykit.cli import JsonOption, app, emit, table
 from latencykit.errors import LatencykitError
 from latencykit.nas.search import Budget, SearchConfig, SearchResult, search
 from latencykit.space import SearchSpace
@@ -73,26 +66,12 @@ def _measure(space: SearchSpace, device: str, arch: Arch, table, predicted_ms: f
             "error_pct": (predicted_ms - measured) / measured * 100, "raw_ms": float(m.raw_ms[0])}
 
 
-def latency_predictor(name: str, device: str, space: SearchSpace, table):
-    """The table's own sum (`table`), or a learned predictor: `layer` fits on the table, `flops` and
-    `calibrated` are loaded as fitted by `latencykit fit` (they correct the sum with whole-model runs)."""
-    from latencykit.lut.learned import PREDICTORS, load_predictor, predictor_path
-    from latencykit.lut.predict import TablePredictor
-    from latencykit.lut.table import default_path
-
-    if name == "table":
-        return TablePredictor(table, space)
-    factory = PREDICTORS.get(name)
-    if name == "layer":
-        return factory(space, table)
-    return load_predictor(predictor_path(default_path(device, space.name), name), space, table)
-
-
 def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signal_name: str,
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
-                   progress: Callable[[str], None] | None = None, predictor: str = "table") -> list[DeviceResult]:
+                   progress: Callable[[str], None] | None = None, predictor: str = "auto") -> list[DeviceResult]:
     """One search per device (each through its own table), the same accuracy signal, shared scores."""
-    from latencykit.lut.table import load_table
+    from latencykit.lut.predictors import resolve_predictor
+    from latencykit.lut.table import default_path, load_table
     from latencykit.nas.proxies import get_signal
 
     if not devices:
@@ -101,7 +80,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
     for d in devices:  # fail early, before any accuracy evaluation, on a missing table or predictor
         tables[d] = load_table(d, space) if budget.latency_ms is not None else _maybe_table(d, space)
         if tables[d] is not None:
-            predictors[d] = latency_predictor(predictor, d, space, tables[d])
+            predictors[d] = resolve_predictor(predictor, space, tables[d], default_path(d, space.name))
     signal = get_signal(signal_name, space, **(signal_options or {}))
     cache: dict[Arch, float] = {}
 
@@ -118,7 +97,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
         t = tables[d]
         latency = predictors[d].predict_genes if t is not None else None
         r = search(space, score, budget, latency, config, d, signal.name, signal.kind)
-        r.config["predictor"] = predictor if t is not None else None
+        r.config["predictor"] = predictors[d].label if t is not None else None
         dr = DeviceResult(r)
         if measure and t is not None:
             if progress:
@@ -235,90 +214,3 @@ def export_arch(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint:
         os.replace(made, out)
     return {"space": space.name, "format": fmt, "path": str(out), "weights": weights,
             "resolution": arch.resolution, "params": space.params(arch), "flops": space.flops(arch)}
-
-
-# ----- commands -------------------------------------------------------------------------------------
-
-@app.command("search")
-def search_command(
-        space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
-        device: list[str] = typer.Option(..., "--device", "-d", help="Device(s); one search each, through its table."),
-        latency: Optional[str] = typer.Option(None, "--latency", help="Latency budget, e.g. 30ms (predicted from the table)."),
-        params: Optional[str] = typer.Option(None, "--params", help="Parameter budget, e.g. 6M."),
-        flops: Optional[str] = typer.Option(None, "--flops", help="FLOPs (multiply-accumulate) budget, e.g. 500M."),
-        proxy: str = typer.Option("vintk", "--proxy", help="Accuracy signal: vintk, ntk, ntk-cond, params, "
-                                  "or supernet (with --checkpoint)."),
-        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Supernet checkpoint (implies --proxy supernet)."),
-        method: str = typer.Option("coarse-to-fine", "--method", help="coarse-to-fine, evolution or random."),
-        predictor: str = typer.Option("table", "--predictor", "-p", help="Latency predictor: table (sum of "
-                                      "entries), layer, or flops / calibrated as fitted by `latencykit fit`."),
-        population: int = typer.Option(50, help="Population (and number of skeletons)."),
-        generations: int = typer.Option(20, help="Generations of the fine stage."),
-        parents: int = typer.Option(10, help="Parents per generation."),
-        coarse_samples: int = typer.Option(20_000, help="Architectures sampled in the coarse stage."),
-        seed: int = typer.Option(0),
-        measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
-                                     "device can measure (host, host-litert, an attached phone)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Folder for results, arch files and the plot."),
-        as_json: bool = JsonOption) -> None:
-    """Most accurate subnet within a latency and params budget, for each device."""
-    from latencykit.cli import console
-    from latencykit.paths import home
-    from latencykit.space import load_space
-
-    sp = load_space(space)
-    budget = Budget(parse_latency(latency) if latency else None, parse_count(params, "params") if params else None,
-                    parse_count(flops, "FLOPs") if flops else None)
-    if checkpoint:
-        proxy = "supernet"
-    config = SearchConfig(method=method, population=population, generations=generations, parents=parents,
-                          coarse_samples=coarse_samples, seed=seed)
-    folder = out or home() / "search" / sp.name
-    say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
-    results = search_devices(sp, list(device), budget, proxy, config, folder, measure,
-                             {"checkpoint": checkpoint} if checkpoint else None, say, predictor)
-    data = [dr.to_dict() for dr in results]
-    if as_json:
-        emit(data, True)
-        return
-    r0 = results[0].result
-    kind = "accuracy" if r0.signal_kind == "accuracy" else "proxy"
-    rows = []
-    for d, dr in zip(data, results):
-        b, m = dr.result.best, dr.measured
-        meas = (f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
-                if m.get("status") == "measured" else m.get("status", "-").replace("not measured: ", "no: "))
-        rows.append([d["device"], f"{b.latency_ms:.2f}", meas, f"{b.params / 1e6:.2f}", f"{b.flops / 1e6:.0f}",
-                     f"{b.score:.4g}", d["accuracy_evaluations"], dr.files["arch"]])
-    console.print(table(f"{sp.name}: {r0.method} search, {r0.budget.describe()}, {r0.signal} {kind}, "
-                        f"latency predicted by {predictor}",
-                        ["device", "latency ms (predicted)", "latency ms (measured)", "params M", "MFLOPs",
-                         f"{r0.signal}", "evaluations", "arch file"], rows))
-    cols, change_rows = arch_changes({dr.result.device: dr.result.best.arch for dr in results})
-    console.print(table("chosen architecture per device (* = differs)", cols, change_rows))
-    stage_rows = [[dr.result.device, s.name, f"{s.seconds:.2f}", s.table_evaluations, s.accuracy_evaluations]
-                  for dr in results for s in dr.result.stages]
-    console.print(table("stages", ["device", "stage", "seconds", "table evaluations", "accuracy evaluations"],
-                        stage_rows))
-    console.print(f"Pareto plot: {results[0].files['pareto_plot']}")
-
-
-@app.command("export")
-def export_command(arch_file: Path = typer.Argument(..., help="Architecture JSON (e.g. from `latencykit search`)."),
-                   space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
-                   fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, or tflite / coreml where installed."),
-                   out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside ARCH_FILE)."),
-                   checkpoint: Optional[str] = typer.Option(None, "--checkpoint",
-                                                            help="Supernet checkpoint for inherited weights."),
-                   as_json: bool = JsonOption) -> None:
-    """Export a subnet as ONNX (or TFLite / Core ML), with inherited weights given a checkpoint."""
-    from latencykit.export import SUFFIX
-    from latencykit.space import load_space
-
-    sp = load_space(space)
-    arch = Arch.load(arch_file)
-    target = out or arch_file.with_name(arch_file.name.removesuffix(".json").removesuffix(".arch")
-                                        + SUFFIX.get(fmt, "." + fmt))
-    data = export_arch(sp, arch, fmt, target, checkpoint)
-    emit(data, as_json, lambda d: f"wrote {d['path']} ({d['format']}, {d['params'] / 1e6:.2f} M params, "
-         f"{d['resolution']}x{d['resolution']} input); weights: {d['weights']}")

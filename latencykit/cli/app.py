@@ -1,8 +1,8 @@
 """The command line: each command parses arguments, calls one library function, prints the result.
 
-Every LatencykitError becomes one line on stderr and exit code 2; nothing below this module prints.
-Subsystems add their commands in their own `commands.py` (they import `app` from here); they are
-imported at the bottom of this file.
+Every LatencykitError becomes one line on stderr and exit code 2; nothing below the CLI prints.
+The commands live in the other modules of this package, one per subsystem; each imports `app`
+from here, and `latencykit.cli` imports them all.
 """
 
 from __future__ import annotations
@@ -55,10 +55,3 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted: finished work is saved; run the same command again to resume", err=True)
         raise SystemExit(130)
-
-
-# Commands live in one module per subsystem.
-from latencykit import commands  # noqa: E402,F401
-from latencykit.lut import commands as _lut_commands  # noqa: E402,F401
-from latencykit.nas import commands as _nas_commands  # noqa: E402,F401
-from latencykit.nas import search_commands  # noqa: E402,F401

@@ -9,7 +9,7 @@ from typing import Iterator, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from latencykit.cli import JsonOption, app, console, emit, table
+from latencykit.cli.app import JsonOption, app, console, emit, table
 
 DeviceOption = typer.Option(..., "--device", "-d", help="Device name (see `latencykit devices`).")
 SpaceOption = typer.Option(..., "--space", "-s", help="Search space name or space file (see `latencykit spaces`).")
@@ -101,23 +101,18 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
                                      "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable)."""
+    from latencykit.api import profile as run
     from latencykit.devices import get_device
     from latencykit.errors import LatencykitError
-    from latencykit.lut.profile import profile as run
-    from latencykit.lut.protocol import Protocol
-    from latencykit.lut.removal import profile_removal
     from latencykit.space import load_space
 
     if mode not in ("isolated", "removal"):
         raise LatencykitError(f"--mode must be isolated or removal, not {mode!r}")
     sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
     with progress_bar(not as_json) as task:
-        if mode == "isolated":
-            result = run(sp, dev, out, Protocol(rounds=rounds), export_progress=task("export"),
-                         progress=task(f"measure on {dev.name}"))
-        else:
-            result = profile_removal(sp, dev, out, Protocol(rounds=rounds), progress=task(f"isolated on {dev.name}"),
-                                     reference_progress=task("reference subnets"))
+        steps = ("export", f"measure on {dev.name}") if mode == "isolated" else (
+            "reference subnets", f"isolated on {dev.name}")
+        result = run(sp, dev, out, mode, rounds, progress=task(steps[1]), export_progress=task(steps[0]))
     s = result.summary()
     emit(s, as_json, lambda s: f"[bold]{s['entries']}[/] entries measured on {s['device']} for {s['space']} "
          f"in {s['seconds']:.1f} s" + (f" (resumed after {s['resumed_rounds']} rounds)" if s["resumed_rounds"] else "")
@@ -149,104 +144,82 @@ def show(device: str = DeviceOption, space: str = SpaceOption, table_path: Optio
     emit(data, as_json, render)
 
 
+PredictorOption = typer.Option("auto", "--predictor", "-p",
+                               help="auto (the best available: calibrated where the table has whole-model "
+                                    "measurements or a fitted one, else the table's sum), isolated, removal, "
+                                    "layer (per-kind random forests), flops, calibrated.")
+
+
 @app.command()
 def predict(arch_file: Path = typer.Argument(..., help="Architecture JSON file."),
-            device: str = DeviceOption, space: str = SpaceOption, table_path: Optional[Path] = TableOption,
-            as_json: bool = JsonOption) -> None:
+            device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
+            table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
     """Predict an architecture's latency on a device from its lookup table."""
+    from latencykit.api import predict as run
     from latencykit.arch import Arch
-    from latencykit.lut.predict import TablePredictor
-    from latencykit.lut.table import load_table
     from latencykit.space import load_space
 
-    sp = load_space(space)
-    t = load_table(device, sp, table_path)
-    arch = sp.validate(Arch.load(arch_file))
-    ms = TablePredictor(t, sp).predict(arch)
-    data = {"device": device, "space": sp.name, "latency_ms": ms, "latency": "predicted",
-            "predictor": "table (sum of isolated entries)", "table_source": sorted(set(t.rows["source"])),
-            "params": sp.params(arch), "flops": sp.flops(arch), "layers": len(sp.layers(arch))}
-    emit(data, as_json, lambda d: f"{d['latency_ms']:.3f} ms predicted on {d['device']} ({d['predictor']}, "
-         f"table entries {'/'.join(d['table_source'])}); {d['params'] / 1e6:.2f} M params, "
+    data = run(load_space(space), Arch.load(arch_file), device, predictor, table_path).to_dict()
+    emit(data, as_json, lambda d: f"{d['latency_ms']:.3f} ms predicted on {d['device']} by {d['predictor']} "
+         f"(table entries {'/'.join(d['table_sources'])}); {d['params'] / 1e6:.2f} M params, "
          f"{d['flops'] / 1e6:.0f} MFLOPs")
 
 
-PredictorOption = typer.Option("table", "--predictor", "-p",
-                               help="table (sum of entries), layer (per-kind random forests), flops (linear), "
-                                    "calibrated (table + per-group correction); fit the last two with `fit`.")
-
-
 @app.command()
-def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
+def fit(device: str = DeviceOption, space: str = SpaceOption,
+        predictor: str = typer.Option("calibrated", "--predictor", "-p",
+                                      help="calibrated (table sums per layer kind, corrected) or flops (linear)."),
         threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-            benchmark_model: Optional[str] = BenchmarkModelOption,
+        benchmark_model: Optional[str] = BenchmarkModelOption,
         samples: int = typer.Option(40, help="Whole subnets to measure for fitting."),
         seed: int = typer.Option(1000, help="Seed of the training subnets (validation uses others)."),
         table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
-    """Fit a learned predictor on whole-subnet measurements and save it beside the table."""
+    """Measure whole subnets on the device, fit a predictor on them and save it beside the table."""
+    from latencykit.api import fit_predictor
     from latencykit.devices import get_device
-    from latencykit.lut.learned import PREDICTORS, predictor_path
-    from latencykit.lut.table import default_path, load_table
-    from latencykit.lut.validate import measure_archs, sample_archs
+    from latencykit.lut.predictors import PredictorError, get_predictor
     from latencykit.space import load_space
 
-    sp = load_space(space)
-    t = load_table(device, sp, table_path)
-    model = PREDICTORS.get(predictor)(sp, t)
-    archs, measured = [], None
-    if predictor in ("flops", "calibrated"):
-        dev = get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
-        archs = sample_archs(sp, samples, seed)
-        with progress_bar(not as_json) as task:
-            measured = measure_archs(sp, dev, archs, t, progress=task(f"measure {samples} subnets twice")).measured
-    model.fit(archs, measured)
-    path = model.save(predictor_path(table_path or default_path(device, sp.name), predictor))
-    data = {"predictor": predictor, "device": device, "space": sp.name, "measurements": model.measurements,
-            "path": str(path), **({"coefficients": model.coefficients} if hasattr(model, "coefficients") else {})}
-    emit(data, as_json, lambda d: f"fitted {d['predictor']} on {d['measurements']} whole-subnet measurements; "
-         f"saved to {d['path']}")
+    if not get_predictor(predictor).requires_measurements:
+        raise PredictorError(f"the {predictor} predictor is fit from the table alone; nothing to measure "
+                             "(use it directly with --predictor)")
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+    with progress_bar(not as_json) as task:
+        model, path = fit_predictor(sp, dev, predictor, samples, seed, table_path,
+                                    task(f"measure {samples} subnets twice"))
+    data = {"device": dev.name, "space": sp.name, **model.describe(), "path": str(path)}
+    emit(data, as_json, lambda d: f"fitted {d['label']} on {d['measurements']} whole-subnet measurements"
+         + (f" (leave-one-out RMSPE {d['loo_rmspe_pct']:.2f}%)" if "loo_rmspe_pct" in d else "")
+         + "; " + ", ".join(f"{f} {c:.3f}" for f, c in zip(d["features"], d["coefficients"]))
+         + f", intercept {d['intercept_ms']:+.3f} ms\nsaved to {d['path']}")
 
 
 @app.command()
 def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
              threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-            benchmark_model: Optional[str] = BenchmarkModelOption,
+             benchmark_model: Optional[str] = BenchmarkModelOption,
              samples: int = typer.Option(50, help="Random subnets to measure whole."),
              seed: int = typer.Option(0), table_path: Optional[Path] = TableOption,
              out: Optional[Path] = typer.Option(None, "--out", help="Folder for the JSON and the plot."),
              as_json: bool = JsonOption) -> None:
     """Measure random whole subnets, compare with a predictor, report the test-retest noise floor."""
+    from latencykit.api import validate as run
     from latencykit.devices import get_device
-    from latencykit.lut.learned import PREDICTORS, load_predictor, predictor_path
-    from latencykit.lut.table import default_path, load_table
-    from latencykit.lut.validate import evaluate, measure_archs, sample_archs, save
-    from latencykit.paths import home
     from latencykit.space import load_space
 
     sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
-    t = load_table(device, sp, table_path)
-    if predictor in ("table", "layer"):
-        model = PREDICTORS.get(predictor)(sp, t)
-    else:
-        PREDICTORS.get(predictor)
-        model = load_predictor(predictor_path(table_path or default_path(device, sp.name), predictor), sp, t)
-    archs = sample_archs(sp, samples, seed, exclude=model.training_archs)
     with progress_bar(not as_json) as task:
-        m = measure_archs(sp, dev, archs, t, progress=task(f"measure {samples} subnets twice"))
-    v = evaluate(predictor, model.predict_many, m, dev.name, sp.name)
-    v.extra["measurements_used"] = model.measurements
-    v.extra["table_mode"] = t.meta.mode
-    files = save(v, out or home() / "validation" / dev.name / sp.name)
+        v, files = run(sp, dev, predictor, samples, seed, table_path, out, task(f"measure {samples} subnets twice"))
     data = {**v.summary(), "files": {k: str(p) for k, p in files.items()}}
 
     def render(d: dict):
         m, f = d["metrics"], d["noise_floor"]
-        t = table(f"{d['space']} on {d['device']}: predicted ({d['predictor']}, {d['table_mode']} table) "
-                     f"vs measured, {m['n']} held-out subnets",
-                     ["", "RMSE ms", "MAPE %", "RMSPE %", "bias %", "±5%", "±10%", "tau"],
-                     [[name, f"{x['rmse_ms']:.3f}", f"{x['mape_pct']:.2f}", f"{x['rmspe_pct']:.2f}",
-                       f"{x['bias_pct']:+.2f}", f"{x['within_5_pct']:.0f}%", f"{x['within_10_pct']:.0f}%",
-                       f"{x['kendall_tau']:.3f}"] for name, x in (("predicted", m), ("retest", f))])
+        t = table(f"{d['space']} on {d['device']}: predicted ({d['answered_by']}, {d['table_mode']} table) "
+                  f"vs measured, {m['n']} held-out subnets",
+                  ["", "RMSE ms", "MAPE %", "RMSPE %", "bias %", "±5%", "±10%", "tau"],
+                  [[name, f"{x['rmse_ms']:.3f}", f"{x['mape_pct']:.2f}", f"{x['rmspe_pct']:.2f}",
+                    f"{x['bias_pct']:+.2f}", f"{x['within_5_pct']:.0f}%", f"{x['within_10_pct']:.0f}%",
+                    f"{x['kendall_tau']:.3f}"] for name, x in (("predicted", m), ("retest", f))])
         t.caption = (f"retest = the second measurement pass against the first (noise floor); "
                      f"tau = Kendall tau; bias > 0 = predicts low. Plot: {d['files']['plot']}")
         return t

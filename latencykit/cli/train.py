@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from latencykit.cli import JsonOption, app, console, emit, table
+from latencykit.cli.app import JsonOption, app, console, emit, table
 
 
 @app.command()

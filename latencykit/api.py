@@ -1,0 +1,138 @@
+"""latencykit's Python API: every step a command runs, callable from a script or a training loop.
+
+    >>> import latencykit as lk
+    >>> space = lk.load_space("autovit-xxs")
+    >>> arch = space.sample(seed=0)
+    >>> space.validate(arch) == arch
+    True
+
+The CLI (`latencykit.cli`) only parses arguments, calls one of these and prints the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from latencykit.arch import Arch
+from latencykit.devices import Device, get_device
+from latencykit.lut.predictors import Measured, Predictor, get_predictor, predictor_path, resolve_predictor
+from latencykit.lut.profile import ProfileResult
+from latencykit.lut.protocol import Progress, Protocol
+from latencykit.lut.table import LatencyTable, default_path, load_table
+from latencykit.lut.validate import Validation, evaluate, measure_archs, sample_archs, save
+from latencykit.nas.run import DeviceResult, export_arch, search_devices
+from latencykit.nas.search import Budget, SearchConfig
+from latencykit.paths import home
+from latencykit.space import SearchSpace, load_space
+
+
+def profile(space: SearchSpace, device: Device, path: Path | None = None, mode: str = "isolated",
+            rounds: int = 15, progress: Progress | None = None,
+            export_progress: Progress | None = None) -> ProfileResult:
+    """Measure every distinct layer of `space` on `device` and write its table (resumable).
+
+    `mode` is `isolated` (each layer alone) or `removal` (the latency drop when a layer is taken out
+    of reference subnets, AutoViT 3.3.2)."""
+    from latencykit.lut.profile import profile as profile_isolated
+    from latencykit.lut.removal import profile_removal
+
+    if mode == "isolated":
+        return profile_isolated(space, device, path, Protocol(rounds=rounds), export_progress=export_progress,
+                                progress=progress)
+    if mode == "removal":
+        return profile_removal(space, device, path, Protocol(rounds=rounds), progress=progress,
+                               reference_progress=export_progress)
+    raise ValueError(f"mode must be isolated or removal, not {mode!r}")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One architecture's predicted latency, with what answered and what the table holds."""
+
+    device: str
+    space: str
+    latency_ms: float
+    predictor: str
+    table_sources: tuple[str, ...]
+    params: int
+    flops: int
+    layers: int
+    latency: str = "predicted"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predictor_for(device: str, space: SearchSpace, predictor: str = "auto",
+                  table_path: Path | None = None) -> Predictor:
+    """The named predictor (`auto`: the best available) for the device's table of `space`, fitted."""
+    table = load_table(device, space, table_path)
+    return resolve_predictor(predictor, space, table, table_path or default_path(device, space.name))
+
+
+def predict(space: SearchSpace, arch: Arch, device: str, predictor: str = "auto",
+            table_path: Path | None = None) -> Prediction:
+    """An architecture's latency on a device, predicted from its table."""
+    arch = space.validate(arch)
+    model = predictor_for(device, space, predictor, table_path)
+    return Prediction(device, space.name, model.predict(arch), model.label,
+                      tuple(sorted(set(model.table.rows["source"]))), space.params(arch), space.flops(arch),
+                      len(space.layers(arch)))
+
+
+def measure_subnets(space: SearchSpace, device: Device, archs: list[Arch], table: LatencyTable,
+                    progress: Progress | None = None) -> Measured:
+    """Whole subnets measured on `device` (two passes, averaged), on the table's reference scale."""
+    return Measured(tuple(archs), measure_archs(space, device, archs, table, progress=progress).measured)
+
+
+def fit_predictor(space: SearchSpace, device: Device, predictor: str = "calibrated", samples: int = 40,
+                  seed: int = 1000, table_path: Path | None = None,
+                  progress: Progress | None = None) -> tuple[Predictor, Path]:
+    """Measure `samples` random whole subnets on `device`, fit the predictor on them and the device's
+    table, and save it beside the table (JSON). Returns the predictor and its file."""
+    table = load_table(device.name, space, table_path)
+    model = get_predictor(predictor)
+    measured = None
+    if model.requires_measurements:
+        archs = sample_archs(space, samples, seed)
+        measured = measure_subnets(space, device, archs, table, progress)
+    model.fit(space, table, measured)
+    path = model.save(predictor_path(table_path or default_path(device.name, space.name), predictor))
+    return model, path
+
+
+def validate(space: SearchSpace, device: Device, predictor: str = "auto", samples: int = 50, seed: int = 0,
+             table_path: Path | None = None, out: Path | None = None,
+             progress: Progress | None = None) -> tuple[Validation, dict[str, Path]]:
+    """Measure random whole subnets the predictor never saw, twice, and compare: the metrics, the
+    test-retest noise floor, and the files written (JSON with every measurement, a scatter plot)."""
+    model = predictor_for(device.name, space, predictor, table_path)
+    archs = sample_archs(space, samples, seed, exclude=model.training_archs)
+    m = measure_archs(space, device, archs, model.table, progress=progress)
+    v = evaluate(model.name, model.predict_many, m, device.name, space.name)
+    v.extra.update(answered_by=model.label, measurements_used=model.measurements, table_mode=model.table.meta.mode)
+    return v, save(v, out or home() / "validation" / device.name / space.name)
+
+
+def search(space: SearchSpace, devices: list[str], budget: Budget, proxy: str = "vintk",
+           config: SearchConfig = SearchConfig(), out: Path | None = None, measure: bool = True,
+           checkpoint: str | None = None, predictor: str = "auto",
+           progress: Callable[[str], None] | None = None) -> list[DeviceResult]:
+    """The most accurate subnet within `budget` on each device (latency through its table), by the
+    accuracy signal `proxy` (or a supernet checkpoint); writes results, arch files and a plot to `out`."""
+    if checkpoint:
+        proxy = "supernet"
+    return search_devices(space, list(devices), budget, proxy, config, out or home() / "search" / space.name,
+                          measure, {"checkpoint": checkpoint} if checkpoint else None, progress, predictor)
+
+
+def export_subnet(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint: str | None = None) -> dict:
+    """Write a subnet as ONNX, TFLite or Core ML, with a supernet's weights given a checkpoint."""
+    return export_arch(space, arch, fmt, out, checkpoint)
+
+
+__all__ = ["Budget", "SearchConfig", "Prediction", "fit_predictor", "get_device", "get_predictor", "load_space", "load_table",
+           "measure_subnets", "predict", "predictor_for", "profile", "search", "export_subnet", "validate"]

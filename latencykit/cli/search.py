@@ -1,0 +1,95 @@
+"""`latencykit search` and `latencykit export`: parse, call `latencykit.nas.run`, print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from latencykit.arch import Arch
+from latencykit.cli.app import JsonOption, app, console, emit, table
+from latencykit.nas.run import arch_changes, parse_count, parse_latency
+from latencykit.nas.search import Budget, SearchConfig
+
+
+@app.command("search")
+def search_command(
+        space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
+        device: list[str] = typer.Option(..., "--device", "-d", help="Device(s); one search each, through its table."),
+        latency: Optional[str] = typer.Option(None, "--latency", help="Latency budget, e.g. 30ms (predicted from the table)."),
+        params: Optional[str] = typer.Option(None, "--params", help="Parameter budget, e.g. 6M."),
+        flops: Optional[str] = typer.Option(None, "--flops", help="FLOPs (multiply-accumulate) budget, e.g. 500M."),
+        proxy: str = typer.Option("vintk", "--proxy", help="Accuracy signal: vintk, ntk, ntk-cond, params, "
+                                  "or supernet (with --checkpoint)."),
+        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Supernet checkpoint (implies --proxy supernet)."),
+        method: str = typer.Option("coarse-to-fine", "--method", help="coarse-to-fine, evolution or random."),
+        predictor: str = typer.Option("auto", "--predictor", "-p", help="Latency predictor: auto (the best "
+                                      "available), isolated, removal, layer, or flops / calibrated (from the "
+                                      "table's calibration set or as fitted by `latencykit fit`)."),
+        population: int = typer.Option(50, help="Population (and number of skeletons)."),
+        generations: int = typer.Option(20, help="Generations of the fine stage."),
+        parents: int = typer.Option(10, help="Parents per generation."),
+        coarse_samples: int = typer.Option(20_000, help="Architectures sampled in the coarse stage."),
+        seed: int = typer.Option(0),
+        measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
+                                     "device can measure (host, host-litert, an attached phone)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Folder for results, arch files and the plot."),
+        as_json: bool = JsonOption) -> None:
+    """Most accurate subnet within a latency and params budget, for each device."""
+    from latencykit.api import search
+    from latencykit.space import load_space
+
+    sp = load_space(space)
+    budget = Budget(parse_latency(latency) if latency else None, parse_count(params, "params") if params else None,
+                    parse_count(flops, "FLOPs") if flops else None)
+    config = SearchConfig(method=method, population=population, generations=generations, parents=parents,
+                          coarse_samples=coarse_samples, seed=seed)
+    say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
+    results = search(sp, list(device), budget, proxy, config, out, measure, checkpoint, predictor, say)
+    data = [dr.to_dict() for dr in results]
+    if as_json:
+        emit(data, True)
+        return
+    r0 = results[0].result
+    kind = "accuracy" if r0.signal_kind == "accuracy" else "proxy"
+    rows = []
+    for d, dr in zip(data, results):
+        b, m = dr.result.best, dr.measured
+        meas = (f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
+                if m.get("status") == "measured" else m.get("status", "-").replace("not measured: ", "no: "))
+        rows.append([d["device"], f"{b.latency_ms:.2f}", meas, f"{b.params / 1e6:.2f}", f"{b.flops / 1e6:.0f}",
+                     f"{b.score:.4g}", d["accuracy_evaluations"], dr.files["arch"]])
+    console.print(table(f"{sp.name}: {r0.method} search, {r0.budget.describe()}, {r0.signal} {kind}, "
+                        f"latency predicted by {', '.join(sorted({str(d['config']['predictor']) for d in data}))}",
+                        ["device", "latency ms (predicted)", "latency ms (measured)", "params M", "MFLOPs",
+                         f"{r0.signal}", "evaluations", "arch file"], rows))
+    cols, change_rows = arch_changes({dr.result.device: dr.result.best.arch for dr in results})
+    console.print(table("chosen architecture per device (* = differs)", cols, change_rows))
+    stage_rows = [[dr.result.device, s.name, f"{s.seconds:.2f}", s.table_evaluations, s.accuracy_evaluations]
+                  for dr in results for s in dr.result.stages]
+    console.print(table("stages", ["device", "stage", "seconds", "table evaluations", "accuracy evaluations"],
+                        stage_rows))
+    console.print(f"Pareto plot: {results[0].files['pareto_plot']}")
+
+
+@app.command("export")
+def export_command(arch_file: Path = typer.Argument(..., help="Architecture JSON (e.g. from `latencykit search`)."),
+                   space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
+                   fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, or tflite / coreml where installed."),
+                   out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside ARCH_FILE)."),
+                   checkpoint: Optional[str] = typer.Option(None, "--checkpoint",
+                                                            help="Supernet checkpoint for inherited weights."),
+                   as_json: bool = JsonOption) -> None:
+    """Export a subnet as ONNX (or TFLite / Core ML), with inherited weights given a checkpoint."""
+    from latencykit.api import export_subnet
+    from latencykit.export import SUFFIX
+    from latencykit.space import load_space
+
+    sp = load_space(space)
+    arch = Arch.load(arch_file)
+    target = out or arch_file.with_name(arch_file.name.removesuffix(".json").removesuffix(".arch")
+                                        + SUFFIX.get(fmt, "." + fmt))
+    data = export_subnet(sp, arch, fmt, target, checkpoint)
+    emit(data, as_json, lambda d: f"wrote {d['path']} ({d['format']}, {d['params'] / 1e6:.2f} M params, "
+         f"{d['resolution']}x{d['resolution']} input); weights: {d['weights']}")
