@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from latencykit.arch import PER_LAYER_FIELDS, Arch, StageArch
-from latencykit.errors import ArchitectureError, LatencykitError
+from latencykit.errors import ArchitectureError, LatencykitError, UnknownNameError
 from latencykit.layers import LayerSpec
 from latencykit.registry import Registry
 
@@ -221,6 +221,8 @@ class SearchSpace:
     notes: tuple[str, ...] = ()
     paper: dict = field(default_factory=dict, compare=False, hash=False)
     digest: str = ""
+    named_archs: dict[str, Arch] = field(default_factory=dict, compare=False, hash=False)
+    """Published architectures of the space by name (the space file's `named`), e.g. NASViT-A1 as 'A1'."""
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -238,10 +240,16 @@ class SearchSpace:
                 notes=tuple(data.get("notes", ())),
                 paper=data.get("paper", {}),
                 digest=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16],
+                named_archs={name: Arch.from_dict(a) for name, a in data.get("named", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencykitError(f"space file {origin} is malformed: {type(exc).__name__}: {exc}") from None
         space._check(origin)
+        for name, arch in space.named_archs.items():
+            try:
+                space.validate(arch)
+            except ArchitectureError as exc:
+                raise LatencykitError(f"space file {origin}: named architecture {name!r}: {exc}") from None
         return space
 
     def _check(self, origin: str) -> None:
@@ -546,6 +554,14 @@ class SearchSpace:
                     check(f"{st.name}.{f}[{j}]", value, getattr(st, f))
         check("head", arch.head, self.head.hidden if len(self.head.hidden) > 1 else (0, *self.head.hidden))
         return arch
+
+    def named(self, name: str) -> Arch:
+        """A published architecture of the space by name (see `named_archs`)."""
+        try:
+            return self.named_archs[name]
+        except KeyError:
+            known = ", ".join(self.named_archs) or "none"
+            raise UnknownNameError(f"space {self.name!r} has no named architecture {name!r}; known: {known}") from None
 
     def summary(self) -> dict:
         """Size and params/FLOPs range (over the smallest and largest architectures)."""
