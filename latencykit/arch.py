@@ -8,7 +8,7 @@ from pathlib import Path
 
 from latencykit.errors import ArchitectureError
 
-PER_LAYER_FIELDS = ("expand", "kernel", "heads", "mlp_ratio", "v_scale")
+PER_LAYER_FIELDS = ("expand", "kernel", "heads", "mlp_ratio", "v_scale", "windows")
 """Choices a stage may make per layer; a stage kind says which of them it searches."""
 
 
@@ -23,29 +23,35 @@ class StageArch:
     heads: tuple[int, ...] = ()
     mlp_ratio: tuple[float, ...] = ()
     v_scale: tuple[int, ...] = ()
+    windows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("expand", "mlp_ratio"):
             object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-        for name in ("kernel", "heads", "v_scale"):
+        for name in ("kernel", "heads", "v_scale", "windows"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
 
 
 @dataclass(frozen=True)
 class Arch:
-    """A subnet of a search space: input resolution, stem width and the present stages in order."""
+    """A subnet of a search space: input resolution, stem width, the present stages in order, and the
+    head's hidden width where the space chooses it (0: the space's only one)."""
 
     resolution: int
     stem: int
     stages: tuple[StageArch, ...]
+    head: int = 0
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "resolution": self.resolution,
             "stem": self.stem,
             "stages": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(s).items()
                         if v != ()} for s in self.stages],
         }
+        if self.head:
+            out["head"] = self.head
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "Arch":
@@ -57,7 +63,7 @@ class Arch:
                 if extra:
                     raise ArchitectureError(f"stages[{i}] has unknown field(s): {', '.join(sorted(extra))}")
                 stages.append(StageArch(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()}))
-            return cls(int(data["resolution"]), int(data["stem"]), tuple(stages))
+            return cls(int(data["resolution"]), int(data["stem"]), tuple(stages), int(data.get("head", 0)))
         except ArchitectureError:
             raise
         except (KeyError, TypeError, ValueError) as exc:

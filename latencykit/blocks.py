@@ -13,12 +13,14 @@ import torch
 from torch import nn
 
 from latencykit.layers import (
+    LAYER_KINDS,
     LayerSpec,
     attention_dims,
     head_hidden,
     mbconv_hidden,
     mlp_hidden,
     se_channels,
+    window_side,
 )
 
 
@@ -211,9 +213,28 @@ class TransDownsample(MobileBlock):
         return to_tokens(super().forward(x if x.dim() == 4 else to_map(x)))
 
 
+def window_partition(tokens: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, H*W, C) tokens of a square map -> (B * windows, side*side, C): one sequence per side x side window."""
+    b, n, c = tokens.shape
+    hw = math.isqrt(n)
+    g = hw // side
+    x = tokens.reshape(b, g, side, g, side, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b * g * g, side * side, c)
+
+
+def window_reverse(windows: torch.Tensor, hw: int) -> torch.Tensor:
+    """Inverse of `window_partition` for a square hw x hw map."""
+    bw, n, c = windows.shape
+    side = math.isqrt(n)
+    g = hw // side
+    x = windows.reshape(bw // (g * g), g, g, side, side, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(bw // (g * g), hw * hw, c)
+
+
 class TransAttention(nn.Module):
     """ElasticViT attention: pre-norm, qkv without bias, 3x3 depthwise conv on V over the token map,
-    relative position bias per head, hard-swish on the output, projection, residual."""
+    relative position bias per head, hard-swish on the output, projection, residual. Windowed (Swin,
+    NASViT): the map is split into square windows and each attends within itself (its V conv too)."""
 
     def __init__(self, spec: LayerSpec) -> None:
         super().__init__()
@@ -223,7 +244,8 @@ class TransAttention(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 2 * qk + v, bias=False)
         self.v_conv = nn.Conv2d(v, v, 3, padding=1, groups=v, bias=False)
-        side = spec.hw
+        self.hw, side = spec.hw, window_side(spec)
+        self.side = side
         self.bias = nn.Parameter(torch.zeros(spec.heads, (2 * side - 1) ** 2))
         ys, xs = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
         ys, xs = ys.flatten(), xs.flatten()
@@ -233,16 +255,19 @@ class TransAttention(nn.Module):
         self.proj = nn.Linear(v, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
+        y = self.norm(x)
+        if self.side != self.hw:
+            y = window_partition(y, self.side)
+        b, n, _ = y.shape
         h = self.heads
-        q, k, v = self.qkv(self.norm(x)).split([self.qk, self.qk, self.v], dim=-1)
+        q, k, v = self.qkv(y).split([self.qk, self.qk, self.v], dim=-1)
         v = to_tokens(self.v_conv(to_map(v)))
         q = q.reshape(b, n, h, -1).transpose(1, 2)
         k = k.reshape(b, n, h, -1).transpose(1, 2)
         v = v.reshape(b, n, h, -1).transpose(1, 2)
         logits = (q * self.head_dim**-0.5) @ k.transpose(-2, -1) + self.bias[:, self.bias_index]
-        out = self.attend(logits, v).transpose(1, 2).reshape(b, n, -1)
-        return x + self.proj(self.act(out))
+        out = self.proj(self.act(self.attend(logits, v).transpose(1, 2).reshape(b, n, -1)))
+        return x + (window_reverse(out, self.hw) if self.side != self.hw else out)
 
     def attend(self, logits: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(batch, heads, tokens, tokens) logits applied to (batch, heads, tokens, width) values."""
@@ -293,10 +318,6 @@ class MBPoolFC(nn.Module):
         return self.classifier(self.act(self.fc(y.mean(2))))
 
 
-TOKEN_KINDS = ("transds", "transattn", "transffn", "mbpool_fc", "nasvit_attn", "nasvit_ffn")
-"""Layer kinds whose input (run alone) is a token sequence (B, hw*hw, C)."""
-
-
 class DoubleMLP(nn.Sequential):
     """NASViT's MLP: two pre-norm MLP layers of the same ratio, one after the other."""
 
@@ -304,37 +325,27 @@ class DoubleMLP(nn.Sequential):
         super().__init__(TransFFN(spec), TransFFN(spec))
 
 
-MODULES: dict[str, type[nn.Module]] = {
-    "stem": Stem,
-    "mbconv": MBConv,
-    "mvit_local": MobileViTLocal,
-    "transformer": TransformerLayer,
-    "mvit_fusion": MobileViTFusion,
-    "mbpool": MBPool,
-    "mbblock": MobileBlock,
-    "transds": TransDownsample,
-    "transattn": TransAttention,
-    "transffn": TransFFN,
-    "mbpool_fc": MBPoolFC,
-    "nasvit_attn": TalkingHeadsAttention,
-    "nasvit_ffn": DoubleMLP,
-}
-
-
 def build_layer(spec: LayerSpec) -> nn.Module:
-    """The static module of one layer, in eval mode."""
-    return MODULES[spec.kind](spec).eval()
+    """The static module of one layer (its kind's `module`), in eval mode."""
+    return LAYER_KINDS.get(spec.kind).module_class()(spec).eval()
+
+
+def static_module_classes() -> tuple[type, ...]:
+    """The static module class of every registered layer kind."""
+    return tuple(LAYER_KINDS.get(name).module_class() for name in LAYER_KINDS)
 
 
 def layer_inputs(spec: LayerSpec, batch: int = 1) -> tuple[torch.Tensor, ...]:
-    """Example inputs of one layer run alone (a fixed seed, so exports are reproducible)."""
+    """Example inputs of one layer run alone, laid out as its kind says (a fixed seed, so exports are
+    reproducible)."""
     g = torch.Generator().manual_seed(0)
-    if spec.kind in TOKEN_KINDS:
+    layout = LAYER_KINDS.get(spec.kind).inputs
+    if layout == "tokens":
         return (torch.randn(batch, spec.hw**2, spec.cin, generator=g),)
-    if spec.kind in ("transformer", "mvit_fusion"):
+    if layout in ("patches", "patches+map"):
         p2 = spec.patch**2
         tokens = torch.randn(batch * p2, spec.hw**2 // p2, spec.cin, generator=g)
-        if spec.kind == "transformer":
+        if layout == "patches":
             return (tokens,)
         return tokens, torch.randn(batch, spec.cout, spec.hw, spec.hw, generator=g)
     return (torch.randn(batch, spec.cin, spec.hw, spec.hw, generator=g),)

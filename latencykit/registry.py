@@ -6,12 +6,22 @@ loaded lazily the first time a name is looked up or listed.
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Callable, Generic, Iterator, TypeVar
 
 from latencykit.errors import UnknownNameError
 
 T = TypeVar("T")
+
+
+def load_object(path: str) -> object:
+    """The object a 'package.module:attribute' path names (imported on first use)."""
+    module, _, attr = path.partition(":")
+    obj: object = import_module(module)
+    for part in filter(None, attr.split(".")):
+        obj = getattr(obj, part)
+    return obj
 
 
 class Registry(Generic[T]):

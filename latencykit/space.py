@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from latencykit.arch import PER_LAYER_FIELDS, Arch, StageArch
-from latencykit.errors import ArchitectureError, LatencykitError
+from latencykit.errors import ArchitectureError, LatencykitError, UnknownNameError
 from latencykit.layers import LayerSpec
 from latencykit.registry import Registry
 
@@ -49,6 +49,7 @@ class StageSpec:
     heads: tuple[int, ...] = ()
     mlp_ratio: tuple[float, ...] = ()
     v_scale: tuple[int, ...] = ()
+    windows: tuple[int, ...] = ()
     se: bool = False
     head_dim: int = 0
     patch: int = 0
@@ -64,10 +65,16 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class HeadSpec:
+    """The head layer; `hidden` lists its hidden width choices (a gene `head.hidden` when more than one)."""
+
     kind: str = "mbpool"
     expand: float = 6.0
-    hidden: int = 0
+    hidden: tuple[int, ...] = (0,)
     classes: int = 1000
+
+    def __post_init__(self) -> None:
+        hidden = self.hidden if isinstance(self.hidden, (tuple, list)) else (self.hidden,)
+        object.__setattr__(self, "hidden", tuple(sorted(int(h) for h in hidden)))
 
 
 @dataclass(frozen=True)
@@ -88,16 +95,41 @@ class Slot:
 
 # ----- stage kinds: how a stage's choices become layers -------------------------------------------
 
-class MBConvStage:
-    """Inverted-residual layers; the first one changes width and applies the stride."""
+class StageKind:
+    """How a stage's choices become layer specs: `pre` layers, then per layer `layer` (one spec or a
+    list), then `post` layers. A new kind subclasses this and registers in STAGE_KINDS (third parties:
+    entry points `latencykit.stage_kinds`); the layer kinds it emits must be registered LayerKinds."""
 
-    first_layer_takes_cin = True
-    needs_exact_hw = False  # but a strided stage must get an even map (checked in SearchSpace._check)
+    required: tuple[str, ...] = ()
+    """StageSpec fields a stage of this kind must list."""
+    first_layer_takes_cin = False
+    """Layer 0 reads the previous stage's width (so its slot depends on that gene)."""
+    needs_exact_hw = True
+    """Every resolution must divide by the space's total stride."""
+    even_maps = False
+    """A strided stage of this kind needs an even input map."""
 
     @staticmethod
     def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
         return []
 
+    @classmethod
+    def layer(cls, st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict,
+              act: str) -> LayerSpec | list[LayerSpec]:
+        raise NotImplementedError
+
+    @staticmethod
+    def post(st: StageSpec, hw: int, width: int, act: str) -> list[LayerSpec]:
+        return []
+
+
+class MBConvStage(StageKind):
+    """Inverted-residual layers; the first one changes width and applies the stride."""
+
+    required = ("expand", "kernel")
+    first_layer_takes_cin = True
+    needs_exact_hw = False
+    even_maps = True
     layer_kind = "mbconv"
 
     @classmethod
@@ -107,15 +139,11 @@ class MBConvStage:
                          stride=st.stride if first else 1, kernel=v["kernel"], expand=v["expand"],
                          se=st.se, act=act)
 
-    @staticmethod
-    def post(st: StageSpec, hw: int, width: int, act: str) -> list[LayerSpec]:
-        return []
 
-
-class MobileViTStage:
+class MobileViTStage(StageKind):
     """An MBConv downsample, then a MobileViT block: local conv, `depth` transformer layers, fusion."""
 
-    first_layer_takes_cin = False
+    required = ("heads", "mlp_ratio")
 
     @staticmethod
     def pre(st: StageSpec, hw: int, cin: int, width: int, act: str) -> list[LayerSpec]:
@@ -124,8 +152,8 @@ class MobileViTStage:
                           expand=st.downsample_expand, act=act),
                 LayerSpec("mvit_local", out, width, width, kernel=st.local_kernel, patch=st.patch, act=act)]
 
-    @staticmethod
-    def layer(st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
+    @classmethod
+    def layer(cls, st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> LayerSpec:
         return LayerSpec("transformer", hw // st.stride, width, width, heads=v["heads"],
                          head_dim=st.head_dim, mlp_ratio=v["mlp_ratio"], v_scale=v.get("v_scale", 0),
                          patch=st.patch, act=act)
@@ -137,17 +165,19 @@ class MobileViTStage:
 
 
 class MobileBlockStage(MBConvStage):
-    """ElasticViT's MBConv stage: its MobileBlock layers (see layers._mbblock)."""
+    """ElasticViT's MBConv stage: its MobileBlock layers (see layers._mbblock); odd maps round down."""
 
     layer_kind = "mbblock"
+    even_maps = False
 
 
-class PlainViTStage:
+class PlainViTStage(StageKind):
     """ElasticViT's transformer stage on plain tokens: a MobileBlock downsample (`transds`, which changes
     the width and applies the stride), then per layer an attention and an MLP layer. Heads are
-    width / head_dim (fixed head width, as ElasticViT), so they are not a choice."""
+    width / head_dim (fixed head width, as ElasticViT), so they are not a choice. A stage listing
+    `windows` chooses per layer how many windows its attention splits the map into (1: global)."""
 
-    first_layer_takes_cin = False
+    required = ("mlp_ratio", "v_scale", "head_dim", "downsample_expand")
     needs_exact_hw = False
     attention, mlp = "transattn", "transffn"
 
@@ -158,14 +188,10 @@ class PlainViTStage:
 
     @classmethod
     def layer(cls, st: StageSpec, j: int, hw: int, cin: int, width: int, v: dict, act: str) -> list[LayerSpec]:
-        out = hw // st.stride
+        out, windows = hw // st.stride, v.get("windows", 1)
         return [LayerSpec(cls.attention, out, width, width, heads=width // st.head_dim, head_dim=st.head_dim,
-                          v_scale=v["v_scale"], act=act),
+                          v_scale=v["v_scale"], windows=windows if windows > 1 else 0, act=act),
                 LayerSpec(cls.mlp, out, width, width, mlp_ratio=v["mlp_ratio"], act=act)]
-
-    @staticmethod
-    def post(st: StageSpec, hw: int, width: int, act: str) -> list[LayerSpec]:
-        return []
 
 
 class NASViTStage(PlainViTStage):
@@ -174,11 +200,11 @@ class NASViTStage(PlainViTStage):
     attention, mlp = "nasvit_attn", "nasvit_ffn"
 
 
-STAGE_KINDS = {"mbconv": MBConvStage, "mvit": MobileViTStage, "mbblock": MobileBlockStage, "vit": PlainViTStage,
-               "nasvit": NASViTStage}
-REQUIRED_FIELDS = {"mbconv": ("expand", "kernel"), "mvit": ("heads", "mlp_ratio"), "mbblock": ("expand", "kernel"),
-                   "vit": ("mlp_ratio", "v_scale", "head_dim", "downsample_expand"),
-                   "nasvit": ("mlp_ratio", "v_scale", "head_dim", "downsample_expand")}
+STAGE_KINDS: Registry[type[StageKind]] = Registry("stage kind", "latencykit.stage_kinds")
+"""Stage kind name (a space file's `kind`) -> StageKind subclass."""
+for _name, _kind in {"mbconv": MBConvStage, "mvit": MobileViTStage, "mbblock": MobileBlockStage,
+                     "vit": PlainViTStage, "nasvit": NASViTStage}.items():
+    STAGE_KINDS.add(_name, _kind)
 
 
 # ----- the space ----------------------------------------------------------------------------------
@@ -195,6 +221,8 @@ class SearchSpace:
     notes: tuple[str, ...] = ()
     paper: dict = field(default_factory=dict, compare=False, hash=False)
     digest: str = ""
+    named_archs: dict[str, Arch] = field(default_factory=dict, compare=False, hash=False)
+    """Published architectures of the space by name (the space file's `named`), e.g. NASViT-A1 as 'A1'."""
 
     # -- loading -----------------------------------------------------------------------------------
     @classmethod
@@ -212,10 +240,16 @@ class SearchSpace:
                 notes=tuple(data.get("notes", ())),
                 paper=data.get("paper", {}),
                 digest=hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16],
+                named_archs={name: Arch.from_dict(a) for name, a in data.get("named", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise LatencykitError(f"space file {origin} is malformed: {type(exc).__name__}: {exc}") from None
         space._check(origin)
+        for name, arch in space.named_archs.items():
+            try:
+                space.validate(arch)
+            except ArchitectureError as exc:
+                raise LatencykitError(f"space file {origin}: named architecture {name!r}: {exc}") from None
         return space
 
     def _check(self, origin: str) -> None:
@@ -223,7 +257,7 @@ class SearchSpace:
         for i, st in enumerate(self.stages):
             if st.kind not in STAGE_KINDS:
                 raise LatencykitError(f"space file {origin}: stage {st.name} has unknown kind {st.kind!r}")
-            missing = [f for f in REQUIRED_FIELDS[st.kind] if not getattr(st, f)]
+            missing = [f for f in STAGE_KINDS.get(st.kind).required if not getattr(st, f)]
             if missing:
                 raise LatencykitError(f"space file {origin}: stage {st.name} lists no {', '.join(missing)}")
             if seen_optional and not st.optional:
@@ -233,12 +267,12 @@ class SearchSpace:
                 raise LatencykitError(f"space file {origin}: stage {st.name} ties its width; it and the stage "
                                       "before it must not be optional")
         total = self.stem.stride * math.prod(s.stride for s in self.stages)
-        exact = any(getattr(STAGE_KINDS[s.kind], "needs_exact_hw", True) for s in self.stages)
+        exact = any(STAGE_KINDS.get(s.kind).needs_exact_hw for s in self.stages)
         for r in self.resolution:
             if exact and r % total:
                 raise LatencykitError(f"space file {origin}: resolution {r} is not divisible by {total}")
             odd = [st.name for i, st in enumerate(self.stages)
-                   if st.kind == "mbconv" and self.stage_hw(r, i) % st.stride]
+                   if STAGE_KINDS.get(st.kind).even_maps and self.stage_hw(r, i) % st.stride]
             if odd:
                 raise LatencykitError(f"space file {origin}: resolution {r} gives stage {odd[0]} an odd map")
 
@@ -252,6 +286,8 @@ class SearchSpace:
             genes.append(Gene(f"{st.name}.depth", ((0,) if st.optional else ()) + st.depths))
             for j in range(max(st.depths)):
                 genes += [Gene(f"{st.name}.{f}[{j}]", getattr(st, f)) for f in st.layer_fields]
+        if len(self.head.hidden) > 1:
+            genes.append(Gene("head.hidden", self.head.hidden))
         return tuple(genes)
 
     @cached_property
@@ -285,6 +321,8 @@ class SearchSpace:
             for f in st.layer_fields:
                 for j, value in enumerate(getattr(sa, f)):
                     put(f"{st.name}.{f}[{j}]", value)
+        if "head.hidden" in gi:
+            put("head.hidden", arch.head)
         return out
 
     def decode(self, genes: Sequence[int]) -> Arch:
@@ -298,7 +336,7 @@ class SearchSpace:
             per_layer = {f: tuple(values[gi[f"{st.name}.{f}[{j}]"]] for j in range(depth))
                          for f in st.layer_fields}
             stages.append(StageArch(values[gi[self.width_gene(i)]], depth, **per_layer))
-        return Arch(values[0], values[1], tuple(stages))
+        return Arch(values[0], values[1], tuple(stages), values[gi["head.hidden"]] if "head.hidden" in gi else 0)
 
     def canonical(self, genes: np.ndarray) -> np.ndarray:
         """Zero the genes an architecture does not use, so equal architectures have equal genes."""
@@ -337,7 +375,7 @@ class SearchSpace:
             LayerSpec("stem", v["resolution"], 3, v["stem"], stride=self.stem.stride,
                       kernel=self.stem.kernel, act=act)])]
         for i, st in enumerate(self.stages):
-            kind = STAGE_KINDS[st.kind]
+            kind = STAGE_KINDS.get(st.kind)
             prev = self.width_gene(i - 1)
             pres = [f"{s.name}.depth" for s in self.stages[: i + 1] if s.optional]
             w, d = self.width_gene(i), f"{st.name}.depth"
@@ -374,12 +412,13 @@ class SearchSpace:
         last_fixed = max(i for i, st in enumerate(self.stages) if not st.optional)
         tail = list(range(last_fixed, len(self.stages)))
         head_deps = ["resolution", *[self.width_gene(i) for i in tail],
-                     *[f"{st.name}.depth" for st in optional]]
+                     *[f"{st.name}.depth" for st in optional], *[g.name for g in self.genes if g.name == "head.hidden"]]
 
         def head(v: dict) -> list:
             last = max(i for i in tail if present(v, i))
             return [LayerSpec(self.head.kind, self.stage_hw(v["resolution"], last + 1), v[self.width_gene(last)],
-                              self.head.classes, expand=self.head.expand, hidden=self.head.hidden, act=act)]
+                              self.head.classes, expand=self.head.expand,
+                              hidden=v.get("head.hidden", self.head.hidden[0]), act=act)]
 
         slots.append(self._slot("head", head_deps, head))
         return tuple(s for s in slots if any(s.layers))
@@ -479,7 +518,7 @@ class SearchSpace:
         tail = 1
         for st in reversed(self.stages):
             tail = stage_count(st) * tail + (1 if st.optional else 0)
-        return len(self.resolution) * len(self.stem.widths) * tail
+        return len(self.resolution) * len(self.stem.widths) * tail * len(self.head.hidden)
 
     def validate(self, arch: Arch) -> Arch:
         """Raise ArchitectureError naming the first offending field; return the architecture."""
@@ -513,7 +552,16 @@ class SearchSpace:
                                             f"for depth {sa.depth}")
                 for j, value in enumerate(values):
                     check(f"{st.name}.{f}[{j}]", value, getattr(st, f))
+        check("head", arch.head, self.head.hidden if len(self.head.hidden) > 1 else (0, *self.head.hidden))
         return arch
+
+    def named(self, name: str) -> Arch:
+        """A published architecture of the space by name (see `named_archs`)."""
+        try:
+            return self.named_archs[name]
+        except KeyError:
+            known = ", ".join(self.named_archs) or "none"
+            raise UnknownNameError(f"space {self.name!r} has no named architecture {name!r}; known: {known}") from None
 
     def summary(self) -> dict:
         """Size and params/FLOPs range (over the smallest and largest architectures)."""

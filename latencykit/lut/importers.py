@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from latencykit.errors import LatencykitError, TableError
-from latencykit.layers import LayerSpec
+from latencykit.layers import LAYER_KINDS, LayerSpec
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.registry import Registry
 from latencykit.space import SearchSpace
@@ -88,7 +88,6 @@ class ImportResult:
 
 # ----- nn-Meter --------------------------------------------------------------------------------------
 
-_ACT = {"hswish": "hard_swish"}
 _N = r"(\d+)"
 NNMETER_PATTERNS = {
     "firstconv": re.compile(rf"firstconv_{_N}_3_{_N}_2_3"),
@@ -100,28 +99,10 @@ NNMETER_PATTERNS = {
 }
 
 
-def _int(x: float) -> str | None:
-    return str(int(x)) if float(x).is_integer() else None
-
-
 def nnmeter_key(s: LayerSpec) -> str | None:
-    """The nn-Meter (ElasticViT LUT) key of a layer, or None when nn-Meter's tables cannot hold it."""
-    act = _ACT.get(s.act)
-    if act is None:
-        return None
-    if s.kind == "stem" and s.cin == 3 and s.stride == 2 and s.kernel == 3:
-        return f"firstconv_{s.hw}_3_{s.cout}_2_3"
-    if s.kind == "mbblock" and _int(s.expand):
-        return f"conv_{s.hw}_{s.cin}_{s.cout}_{_int(s.expand)}_{s.stride}_{act}_{s.kernel}_{'se' if s.se else 'nose'}"
-    if s.kind == "transds" and s.kernel == 3 and s.se and _int(s.expand):
-        return f"transds_{s.hw}_{s.cin}_{s.cout}_{s.stride}_{_int(s.expand)}"
-    if s.kind == "transattn" and s.head_dim == 16 and s.heads * 16 == s.cin == s.cout:
-        return f"transattn_{s.hw}_{s.cin}_{act}_{s.v_scale}_ln"
-    if s.kind == "transffn" and s.cin == s.cout and _int(s.mlp_ratio):
-        return f"transffn_{s.hw}_{s.cin}_{_int(s.mlp_ratio)}_{act}_ln"
-    if s.kind == "mbpool_fc" and s.hidden == 1984 and s.expand == 6 and s.cout == 1000:
-        return f"mbpool_{s.hw}_{s.cin}_1984_6_{act}"
-    return None
+    """The nn-Meter (ElasticViT LUT) key of a layer, or None when nn-Meter's tables cannot hold it
+    (each layer kind owns its key: LayerKind.importer_keys["nn-meter"])."""
+    return LAYER_KINDS.get(s.kind).importer_key("nn-meter", s)
 
 
 def read_nnmeter(path: Path) -> dict[str, float]:

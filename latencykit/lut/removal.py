@@ -1,10 +1,11 @@
 """Removal-based accounting (AutoViT section 3.3.2): a layer's entry is the latency drop when it is
 taken out of a whole model, which captures what it costs in context rather than alone.
 
-Only layers that keep their input's shape can be taken out and leave a working network: repeated
-MBConv layers (stride 1, same width) and transformer layers. Shape-changing layers (the stem, each
-stage's first layer, the MobileViT local and fusion parts, the head) keep their isolated entries,
-measured in the same run; stand-ins would add a cost of their own and still leave the shape-changing
+Only layers that keep their input's shape can be taken out and leave a working network; each layer
+kind says which of its specs do (`LayerKind.keeps_shape`): repeated MBConv / MobileBlock layers
+(stride 1, same width), transformer layers and the attention and MLP layers of ElasticViT and NASViT.
+Shape-changing layers (the stem, each stage's first layer, the MobileViT local and fusion parts, the
+head) keep their isolated entries, measured in the same run; stand-ins would add a cost of their own and still leave the shape-changing
 layer's context effect unmeasured. Whatever the entries miss of a reference model's measured total is
 its *base overhead*; the table stores the median overhead and adds it to every prediction, and the
 per-reference overheads, so the table reproduces each of its references exactly.
@@ -23,7 +24,8 @@ from latencykit.arch import Arch
 from latencykit.blocks import build
 from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache
-from latencykit.layers import LayerSpec
+from latencykit.errors import LatencykitError
+from latencykit.layers import LAYER_KINDS, LayerSpec
 from latencykit.lut.profile import ProfileResult, export_all
 from latencykit.lut.protocol import REF_KEY, REFERENCE, Journal, Progress, Protocol, export_reference, measure_models
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
@@ -35,7 +37,25 @@ REMOVAL_PROTOCOL = Protocol(rounds=9, warmup_runs=2, min_runs=3, max_runs=20, bu
 
 def removable(spec: LayerSpec) -> bool:
     """Layers whose output has their input's shape, so the network still runs without them."""
-    return spec.kind in ("mbconv", "transformer") and spec.stride == 1 and spec.cin == spec.cout
+    return LAYER_KINDS.get(spec.kind).removable(spec)
+
+
+def removable_counts(space: SearchSpace) -> dict[str, tuple[int, int]]:
+    """Per layer kind of the space: (removable distinct layers, distinct layers)."""
+    out: dict[str, tuple[int, int]] = {}
+    for layer in space.distinct_layers():
+        n, total = out.get(layer.kind, (0, 0))
+        out[layer.kind] = (n + removable(layer), total + 1)
+    return out
+
+
+def check_removable(space: SearchSpace) -> None:
+    """Refuse a space none of whose layers removal can take out (its table would be isolated entries
+    plus an overhead, not a removal table)."""
+    if not any(removable(l) for l in space.distinct_layers()):
+        kinds = ", ".join(sorted({l.kind for l in space.distinct_layers()}))
+        raise LatencykitError(f"space {space.name!r} has no layer removal mode can take out (its kinds {kinds} "
+                              "all change shape); profile it in isolated mode")
 
 
 def choose_references(space: SearchSpace, seed: int = 0, candidates: int = 300, max_refs: int = 40) -> list[Arch]:
@@ -84,6 +104,7 @@ def profile_removal(space: SearchSpace, device: Device, path: Path | None = None
     """Build a removal-mode table: isolated entries for every layer, then removal drops for the
     removable ones from a few reference subnets. Resumable like isolated profiling."""
     start = time.perf_counter()
+    check_removable(space)
     require(device)
     cache = cache or default_cache()
     path = Path(path) if path else default_path(device.name, space.name)

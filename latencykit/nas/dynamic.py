@@ -8,7 +8,7 @@ subnet therefore run the same code on the same numbers, which is what makes extr
 
 Slicing keeps the leading channels of every dimension and the centre of convolution kernels. A
 layer kind whose dimensions are concatenations (attention's fused q/k/v, a fusion conv over two
-concatenated maps) registers a rule in `SLICE_RULES` for those tensors.
+concatenated maps) names a dict of rules for those tensors in its `LayerKind.slicing`.
 """
 
 from __future__ import annotations
@@ -22,20 +22,10 @@ from torch.func import functional_call
 
 from latencykit.blocks import build_layer
 from latencykit.errors import LatencykitError
-from latencykit.layers import LayerSpec
-from latencykit.registry import Registry
+from latencykit.layers import LAYER_KINDS, LayerSpec, window_side
 
 Rule = Callable[[torch.Tensor, LayerSpec, LayerSpec], torch.Tensor]
 """(largest tensor, largest spec, active spec) -> tensor with its grouped dimensions sliced."""
-
-SLICE_RULES: Registry[dict[str, Rule]] = Registry("slicing rule")
-"""Layer kind -> {tensor name: rule} for tensors that leading-channel slicing would get wrong."""
-
-SCALED_OUTPUTS: dict[str, dict[str, str]] = {"transformer": {"attn.proj": "attn", "mlp.2": "mlp"}}
-"""Layer kind -> {output linear layer: scale name}: where NASViT's switchable scaling layers sit.
-A scaling layer right after a linear layer folds into its weight and bias, so a subnet extracted
-with scaling keeps the plain static blocks."""
-
 
 def lead(full: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     """Leading entries of every dimension; the centre of the spatial dimensions of a conv kernel."""
@@ -79,30 +69,28 @@ def _value_channels(full: torch.Tensor, big: LayerSpec, spec: LayerSpec) -> torc
 
 
 def _relative_bias(full: torch.Tensor, big: LayerSpec, spec: LayerSpec) -> torch.Tensor:
-    """Relative position bias (heads, (2S-1)^2) over offsets of an S x S map: the first heads and the
-    centre (2s-1) x (2s-1) offsets, so an offset keeps its bias whatever the map size."""
-    n, m = 2 * big.hw - 1, 2 * spec.hw - 1
+    """Relative position bias (heads, (2S-1)^2) over offsets of an S x S window: the first heads and the
+    centre (2s-1) x (2s-1) offsets, so an offset keeps its bias whatever the window size."""
+    n, m = 2 * window_side(big) - 1, 2 * window_side(spec) - 1
     start = (n - m) // 2
     grid = full[: spec.heads].unflatten(1, (n, n))
     return grid[:, start:start + m, start:start + m].flatten(1)
 
 
-SLICE_RULES.add("transformer", {"attn.qkv.weight": _qkv, "attn.qkv.bias": _qkv, "attn.proj.weight": _proj})
-SLICE_RULES.add("mvit_fusion", {"fuse.0.weight": _halves})
-for _kind in ("transattn", "nasvit_attn"):  # ElasticViT / NASViT attention (latencykit.blocks.TransAttention)
-    SLICE_RULES.add(_kind, {"qkv.weight": _qkv, "proj.weight": _proj, "v_conv.weight": _value_channels,
-                            "bias": _relative_bias})
-
-RESOLUTION_BOUND_KINDS = {"transattn", "nasvit_attn"}
-"""Layer kinds whose block only runs on the map size it was built for (a relative position bias table).
-A network containing one runs at each architecture's own resolution, not at a training resolution."""
+TRANSFORMER_RULES: dict[str, Rule] = {"attn.qkv.weight": _qkv, "attn.qkv.bias": _qkv, "attn.proj.weight": _proj}
+"""MobileViT's transformer layer (latencykit.blocks.TransformerLayer)."""
+FUSION_RULES: dict[str, Rule] = {"fuse.0.weight": _halves}
+ATTENTION_RULES: dict[str, Rule] = {"qkv.weight": _qkv, "proj.weight": _proj, "v_conv.weight": _value_channels,
+                                    "bias": _relative_bias}
+"""ElasticViT / NASViT attention (latencykit.blocks.TransAttention)."""
 
 _NUMERIC = ("hw", "cin", "cout", "kernel", "expand", "heads", "head_dim", "mlp_ratio", "v_scale", "patch",
             "hidden")
 
 
 def largest_spec(specs: Sequence[LayerSpec]) -> LayerSpec:
-    """Field-wise maximum of the specs one network position can take (they must share kind and stride)."""
+    """Field-wise maximum of the specs one network position can take (they must share kind and stride);
+    attention windows take the fewest (the largest window, so the largest position bias table)."""
     first = specs[0]
     for s in specs:
         if (s.kind, s.stride, s.act) != (first.kind, first.stride, first.act):
@@ -110,7 +98,7 @@ def largest_spec(specs: Sequence[LayerSpec]) -> LayerSpec:
                                   "a position must keep its layer kind, stride and activation")
     known = {f.name for f in fields(LayerSpec)}
     values = {f: max(getattr(s, f) for s in specs) for f in _NUMERIC if f in known}
-    return replace(first, se=any(s.se for s in specs), **values)
+    return replace(first, se=any(s.se for s in specs), windows=min(s.windows for s in specs), **values)
 
 
 class DynamicLayer(nn.Module):
@@ -121,7 +109,7 @@ class DynamicLayer(nn.Module):
         self.big = largest_spec(specs)
         self.full = build_layer(self.big).train()
         self.active = self.big
-        self.scale_targets = SCALED_OUTPUTS.get(self.big.kind, {}) if scaling else {}
+        self.scale_targets = dict(LAYER_KINDS.get(self.big.kind).scaled_outputs) if scaling else {}
         self.scales = nn.ParameterDict()
         if self.scale_targets:
             # NASViT: one private channel-wise scale per width choice, initialised small (CaiT)
@@ -155,7 +143,7 @@ class DynamicLayer(nn.Module):
         """The static module's state for `spec`, as (differentiable) slices of the largest weights."""
         full = dict(self.full.named_parameters())
         full.update(self.full.named_buffers())
-        rules = SLICE_RULES.get(spec.kind) if spec.kind in SLICE_RULES else {}
+        rules = LAYER_KINDS.get(spec.kind).slice_rules()
         out: dict[str, torch.Tensor] = {}
         for name, shape in self.template(spec)[1]:
             if name not in full:

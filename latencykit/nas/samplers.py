@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from latencykit.arch import Arch, StageArch
+from latencykit.arch import PER_LAYER_FIELDS, Arch, StageArch
 from latencykit.registry import Registry
 from latencykit.space import SearchSpace
 
@@ -215,9 +215,9 @@ def mix(space: SearchSpace, base: Arch, other: Arch, take: str) -> Arch:
             stages.append(replace(b, width=o.width))
         else:
             per = {f: tuple((getattr(b, f) + getattr(o, f)[len(getattr(b, f)):])[:o.depth])
-                   for f in ("expand", "kernel", "heads", "mlp_ratio", "v_scale") if getattr(b, f)}
+                   for f in PER_LAYER_FIELDS if getattr(b, f)}
             stages.append(StageArch(b.width, o.depth, **per))
-    return Arch(base.resolution, base.stem, tuple(stages))
+    return Arch(base.resolution, base.stem, tuple(stages), base.head)
 
 
 def prefers_wide_shallow(space: SearchSpace, arch: Arch, anchor: Arch) -> bool:

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from latencykit.arch import Arch
-from latencykit.blocks import MODULES, Network, build, group_layers
-from latencykit.layers import LayerSpec
-from latencykit.nas.dynamic import RESOLUTION_BOUND_KINDS, Bound, DynamicLayer
+from latencykit.blocks import Network, build, group_layers, static_module_classes
+from latencykit.layers import LAYER_KINDS, LayerSpec
+from latencykit.nas.dynamic import Bound, DynamicLayer
 from latencykit.space import SearchSpace
 
 
@@ -46,8 +46,8 @@ class Supernet(nn.Module):
             self.slots[_key(slot.name)] = nn.ModuleList(
                 DynamicLayer([layers[i] for layers in combos if len(layers) > i], scaling=scaling)
                 for i in range(depth))
-        self.resolution_bound = any(l.kind in RESOLUTION_BOUND_KINDS for l in space.distinct_layers())
-        """True when subnets must run at their own resolution (see dynamic.RESOLUTION_BOUND_KINDS)."""
+        self.resolution_bound = any(LAYER_KINDS.get(l.kind).resolution_bound for l in space.distinct_layers())
+        """True when subnets must run at their own resolution (see LayerKind.resolution_bound)."""
         self._body: tuple[nn.Module, ...] = ()
         self.arch: Arch | None = None
         self.set_active(space.largest())
@@ -101,7 +101,7 @@ class Supernet(nn.Module):
 
 def static_layers(net: nn.Module) -> list[nn.Module]:
     """The per-layer static modules of a built network, in layer order (through any grouping)."""
-    kinds = tuple(MODULES.values())
+    kinds = static_module_classes()
     out: list[nn.Module] = []
 
     def walk(m: nn.Module) -> None:
