@@ -15,7 +15,7 @@ from latencykit.blocks import build, build_layer, layer_inputs, window_partition
 from latencykit.errors import UnknownNameError
 from latencykit.export import ExportCache
 from latencykit.layers import LayerSpec
-from latencykit.lut.predict import TablePredictor
+from latencykit.lut.predictors import get_predictor
 from latencykit.lut.table import LatencyTable, TableMeta
 from latencykit.nas.check import check_supernet
 from latencykit.nas.supernet import Supernet, with_classes
@@ -91,7 +91,7 @@ def test_named_architectures_predict_as_the_sum_of_their_entries(space) -> None:
     layers = list(dict.fromkeys(l for n in NAMES for l in space.layers(space.named(n))))
     meta = TableMeta(device="test", space=space.name, space_digest=space.digest)
     table = LatencyTable.from_entries(meta, layers, [{"latency_ms": l.flops / 1e9, "source": "predicted"} for l in layers])
-    predictor = TablePredictor(table, space)
+    predictor = get_predictor("isolated").fit(space, table)
     for n in NAMES:
         arch = space.named(n)
         assert predictor.predict(arch) == pytest.approx(space.flops(arch) / 1e9)
