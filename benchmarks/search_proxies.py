@@ -24,7 +24,8 @@ from sklearn.datasets import load_digits
 
 from latencykit.blocks import build
 from latencykit.lut.validate import sample_archs
-from latencykit.nas.proxies import get_signal, proxy_resolution
+from latencykit.nas.proxies import get_signal
+from latencykit.nas.supernet import smallest_resolution
 from latencykit.space import load_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,7 +71,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="Supernet checkpoint: its accuracy is the ground truth.")
     args = ap.parse_args()
     sp = load_space(args.space)
-    res = proxy_resolution(sp)
+    res = smallest_resolution(sp)
     archs = sample_archs(sp, args.subnets, args.seed)
     data = digits(res)
     t0 = time.perf_counter()

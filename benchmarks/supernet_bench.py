@@ -33,7 +33,7 @@ COMMAND = "nice -n 5 env PYTHONPATH=$PWD python benchmarks/supernet_bench.py {pa
 
 
 def accuracy(epochs: int, batch: int) -> dict:
-    from latencykit.nas.train import TrainConfig, train
+    from latencykit.nas.train import TrainConfig, train_supernet
 
     out = RUNS / "accuracy"
     t0 = time.time()
@@ -41,8 +41,8 @@ def accuracy(epochs: int, batch: int) -> dict:
         print(f"epoch {p.epoch + 1} step {p.step}/{p.steps} loss {p.loss:.3f} {p.images_per_s:.1f} img/s "
               f"{p.history[-1] if p.history else ''}", file=sys.stderr, flush=True)
 
-    summary = train(TrainConfig(space=SPACE, out=str(out), sampler="sandwich", epochs=epochs, batch=batch,
-                                checkpoint_every=4, threads=torch.get_num_threads()), log)
+    _, summary = train_supernet(TrainConfig(space=SPACE, out=str(out), sampler="sandwich", epochs=epochs,
+                                            batch=batch, checkpoint_every=4, threads=torch.get_num_threads()), log)
     summary["wall_s"] = round(time.time() - t0, 1)
     summary["epochs"], summary["batch"] = epochs, batch
     return summary

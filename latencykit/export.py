@@ -19,8 +19,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from latencykit.blocks import build, build_layer, layer_inputs
 from latencykit.errors import LatencykitError
 from latencykit.exporters import export_coreml, export_tflite
+from latencykit.layers import LayerSpec
 from latencykit.paths import home
 from latencykit.registry import Registry
 
@@ -95,3 +97,21 @@ class ExportCache:
 
 def default_cache() -> ExportCache:
     return ExportCache(home() / "exports")
+
+
+def seeded_network(specs: Sequence[LayerSpec]) -> tuple[torch.nn.Module, tuple[torch.Tensor]]:
+    """The network of `specs` with seed-0 weights and a seeded 1x3xHxW input: the same layers always
+    give the same module, so its export is found in the cache."""
+    torch.manual_seed(0)
+    return build(list(specs)), (torch.randn(1, 3, specs[0].hw, specs[0].hw),)
+
+
+def export_network(specs: Sequence[LayerSpec], cache: ExportCache, fmt: str) -> Path:
+    """A whole network of layers (a subnet, or one with a layer taken out), seeded, exported once."""
+    return cache.export(*seeded_network(specs), fmt)
+
+
+def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
+    """A layer exported alone, with seeded weights so the same spec always gives the same file."""
+    torch.manual_seed(0)
+    return cache.export(build_layer(spec), layer_inputs(spec), fmt)

@@ -18,11 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = """
 import sys, numpy as np, torch, torch.distributed as dist
 from latencykit.nas.data import digits
-from latencykit.nas.train import TrainConfig, fit
+from latencykit.nas.train import TrainConfig, train_supernet
 space, out = sys.argv[1], sys.argv[2]
 cfg = TrainConfig(space=space, out=out, sampler="sandwich", epochs=1, batch=16, resolution=16, calib_batches=1,
                   grad_projection=True, max_steps=3, seed=5, threads=1)
-net, summary = fit(cfg, dataset=digits().subset(np.arange(80)))
+net, summary = train_supernet(cfg, dataset=digits().subset(np.arange(80)))
 rank = dist.get_rank()
 torch.save({"state": net.state_dict(), "world": summary["world_size"]}, f"{out}/rank{rank}.pt")
 dist.destroy_process_group()

@@ -15,7 +15,7 @@ from PIL import Image
 from latencykit.errors import LatencykitError
 from latencykit.nas.data import digits, image_folder, load_dataset
 from latencykit.nas.samplers import SAMPLERS, ComplexityAware, PerformanceAware, prefers_wide_shallow
-from latencykit.nas.train import TrainConfig, TrainingError, fit, project
+from latencykit.nas.train import TrainConfig, TrainingError, train_supernet, project
 from latencykit.space import SearchSpace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,12 +98,12 @@ def test_gradient_projection_removes_only_the_conflicting_component():
 
 def test_interrupted_run_resumes_to_the_same_weights(space_file, few_digits, tmp_path):
     kw = dict(sampler="performance", grad_projection=True, scaling=True)
-    straight, s1 = fit(config(space_file, tmp_path / "a", **kw), dataset=few_digits)
+    straight, s1 = train_supernet(config(space_file, tmp_path / "a", **kw), dataset=few_digits)
     total = s1["total_steps"]
     assert s1["finished"] and s1["steps"] == total >= 4 and len(s1["history"]) == 1
-    part, s2 = fit(config(space_file, tmp_path / "b", max_steps=3, **kw), dataset=few_digits)
+    part, s2 = train_supernet(config(space_file, tmp_path / "b", max_steps=3, **kw), dataset=few_digits)
     assert not s2["finished"] and s2["steps"] == 3
-    resumed, s3 = fit(config(space_file, tmp_path / "b", **kw), dataset=few_digits)
+    resumed, s3 = train_supernet(config(space_file, tmp_path / "b", **kw), dataset=few_digits)
     assert s3["finished"] and s3["steps"] == total
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -117,26 +117,26 @@ def test_interrupted_run_resumes_to_the_same_weights(space_file, few_digits, tmp
 
 
 def test_sandwich_with_a_teacher_checkpoint_trains(space_file, few_digits, tmp_path):
-    fit(config(space_file, tmp_path / "teacher", max_steps=1), dataset=few_digits)
+    train_supernet(config(space_file, tmp_path / "teacher", max_steps=1), dataset=few_digits)
     for mode in ("soft", "hard"):
-        net, s = fit(config(space_file, tmp_path / mode, sampler="sandwich", max_steps=1,
+        net, s = train_supernet(config(space_file, tmp_path / mode, sampler="sandwich", max_steps=1,
                             teacher=str(tmp_path / "teacher" / "checkpoint.pt"), distill=mode), dataset=few_digits)
         assert s["steps"] == 1
 
 
 def test_clear_errors(space_file, few_digits, tmp_path):
     with pytest.raises(TrainingError, match="loss is (nan|inf)"):
-        fit(config(space_file, tmp_path / "nan", lr=1e30, max_steps=3), dataset=few_digits)
-    fit(config(space_file, tmp_path / "other", max_steps=1), dataset=few_digits)
+        train_supernet(config(space_file, tmp_path / "nan", lr=1e30, max_steps=3), dataset=few_digits)
+    train_supernet(config(space_file, tmp_path / "other", max_steps=1), dataset=few_digits)
     other = json.loads(Path(space_file).read_text()) | {"name": "tiny-other"}
     other_file = tmp_path / "other.json"
     other_file.write_text(json.dumps(other))
     with pytest.raises(TrainingError, match="checkpoint .* is for space tiny-hybrid"):
-        fit(config(str(other_file), tmp_path / "other", max_steps=1), dataset=few_digits)
+        train_supernet(config(str(other_file), tmp_path / "other", max_steps=1), dataset=few_digits)
     with pytest.raises(LatencykitError, match="does not exist"):
         load_dataset(str(tmp_path / "missing"))
     with pytest.raises(TrainingError, match="multiple of 16"):
-        fit(config(space_file, tmp_path / "res", resolution=24), dataset=few_digits)
+        train_supernet(config(space_file, tmp_path / "res", resolution=24), dataset=few_digits)
 
 
 def test_image_folder_dataset(tmp_path):

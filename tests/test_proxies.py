@@ -9,14 +9,16 @@ import torch
 
 from latencykit.blocks import build
 from latencykit.errors import LatencykitError
-from latencykit.nas.proxies import (PROXIES, NTKConfig, NTKProxy, batch_norm_on, fourier_kernel, get_signal,
-                                    ntk_matrix, proxy_resolution)
+from latencykit.nas.evaluate import recalibrate_bn
+from latencykit.nas.proxies import (PROXIES, NTKConfig, NTKProxy, fourier_kernel, get_signal,
+                                    ntk_matrix)
 from latencykit.nas.proxy_data import proxy_batch
+from latencykit.nas.supernet import smallest_resolution
 
 
 def test_registry_and_resolution(tiny) -> None:
     assert {"vintk", "ntk", "ntk-cond", "params", "supernet"} <= set(PROXIES.names())
-    assert proxy_resolution(tiny) == 32  # total stride 16, whole 2x2 patches in the last stage
+    assert smallest_resolution(tiny) == 32  # total stride 16, whole 2x2 patches in the last stage
     with pytest.raises(LatencykitError, match="needs a checkpoint"):
         get_signal("supernet", tiny)
 
@@ -31,7 +33,7 @@ def test_ntk_equals_per_sample_autograd(tiny) -> None:
     torch.manual_seed(0)
     net = build(tiny.layers(tiny.sample(1)))
     x = (proxy_batch(4, 32) - 0.5) / 0.5
-    net = batch_norm_on(net, x)
+    net = recalibrate_bn(net, [x])
     theta = ntk_matrix(net, x)
     grads = []
     for xi in x:

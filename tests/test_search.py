@@ -197,9 +197,9 @@ def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
 def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, table, tmp_path) -> None:
     from latencykit.nas.proxies import get_signal
     from latencykit.nas.run import export_arch
-    from latencykit.nas.train import TrainConfig, fit, supernet_from_checkpoint
+    from latencykit.nas.train import TrainConfig, train_supernet, supernet_from_checkpoint
 
-    fit(TrainConfig(space=TINY, out=str(tmp_path / "run"), sampler="uniform", epochs=1, batch=16, max_steps=2,
+    train_supernet(TrainConfig(space=TINY, out=str(tmp_path / "run"), sampler="uniform", epochs=1, batch=16, max_steps=2,
                     calib_batches=1, checkpoint_every=1, threads=1))
     ckpt = str(tmp_path / "run" / "checkpoint.pt")
     signal = get_signal("supernet", tiny, checkpoint=ckpt)

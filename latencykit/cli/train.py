@@ -37,7 +37,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from latencykit.nas.train import TrainConfig
-    from latencykit.nas.train import train as run
+    from latencykit.nas.train import train_supernet
 
     config = TrainConfig(space=space, out=str(out), sampler=sampler, data=data, resolution=resolution,
                          epochs=epochs, batch=batch, lr=lr, seed=seed, grad_projection=grad_projection,
@@ -53,7 +53,7 @@ def train(
             bar.update(task, completed=p.step, total=p.steps, loss=p.loss, ips=p.images_per_s,
                        description=f"epoch {p.epoch + 1}")
 
-        summary = run(config, progress)
+        summary = train_supernet(config, progress)[1]
     emit(summary, as_json, lambda s: table(
         f"{s['space']} supernet on {s['data']} ({s['sampler']}): training resolution {s['train_resolution']}, "
         f"deployment resolution {s['deploy_resolution']}",

@@ -11,11 +11,10 @@ import json
 import math
 from pathlib import Path
 
-import torch
 
 from latencykit.devices.base import Availability, Device
 from latencykit.errors import LatencykitError
-from latencykit.export import EXPORTERS, ExportCache, default_cache
+from latencykit.export import EXPORTERS, ExportCache, default_cache, export_layer
 from latencykit.layers import LayerSpec
 
 PROBE = LayerSpec("mbconv", hw=8, cin=8, cout=8, kernel=3, expand=2.0)
@@ -36,8 +35,6 @@ def check_device(device: Device, cache: ExportCache | None = None, runs: int = 3
     Returns what was found ({"device", "format", "available", "reason", "latency_ms"}); raises
     ConformanceError naming the first rule broken.
     """
-    from latencykit.blocks import build_layer, layer_inputs
-
     _require(isinstance(device, Device), device, "it is not a latencykit.devices.base.Device")
     _require(isinstance(device.name, str) and bool(device.name), device, "name must be a non-empty string")
     _require(device.format in EXPORTERS, device,
@@ -55,9 +52,7 @@ def check_device(device: Device, cache: ExportCache | None = None, runs: int = 3
               "reason": status.reason, "latency_ms": None}
     if not (status.ok and device.can_measure):
         return report
-    torch.manual_seed(0)
-    module = build_layer(PROBE)
-    path = (cache or default_cache()).export(module, layer_inputs(PROBE), device.format)
+    path = export_layer(PROBE, cache or default_cache(), device.format)
     handle = device.open(Path(path))
     try:
         first = device.measure(handle, runs)

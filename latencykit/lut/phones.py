@@ -8,15 +8,14 @@ their FLOPs (and from another phone), and plots latency against FLOPs per phone.
 from __future__ import annotations
 
 import itertools
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from latencykit.files import atomic_path
 from latencykit.errors import TableError
-from latencykit.export import home
+from latencykit.paths import home
 from latencykit.lut.predictors import get_predictor, table_predictor_name
 from latencykit.lut.table import LatencyTable, default_path
 from latencykit.space import SearchSpace
@@ -115,13 +114,9 @@ def _plot(space: str, flops: np.ndarray, lat: dict, picked_flops: np.ndarray, pi
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -19,11 +19,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
-import torch
 
-from latencykit.blocks import build_layer, layer_inputs
 from latencykit.devices.base import Device
-from latencykit.export import ExportCache
+from latencykit.export import ExportCache, export_layer
 from latencykit.layers import LayerSpec
 
 REFERENCE = LayerSpec("mbconv", hw=32, cin=64, cout=64, kernel=3, expand=4.0)
@@ -67,12 +65,6 @@ class Stats:
 
 def export_reference(cache: ExportCache, fmt: str) -> Path:
     return export_layer(REFERENCE, cache, fmt)
-
-
-def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
-    """A layer exported alone, with seeded weights so the same spec always gives the same file."""
-    torch.manual_seed(0)
-    return cache.export(build_layer(spec), layer_inputs(spec), fmt)
 
 
 class Journal:

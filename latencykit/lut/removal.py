@@ -5,10 +5,11 @@ Only layers that keep their input's shape can be taken out and leave a working n
 kind says which of its specs do (`LayerKind.keeps_shape`): repeated MBConv / MobileBlock layers
 (stride 1, same width), transformer layers and the attention and MLP layers of ElasticViT and NASViT.
 Shape-changing layers (the stem, each stage's first layer, the MobileViT local and fusion parts, the
-head) keep their isolated entries, measured in the same run; stand-ins would add a cost of their own and still leave the shape-changing
-layer's context effect unmeasured. Whatever the entries miss of a reference model's measured total is
-its *base overhead*; the table stores the median overhead and adds it to every prediction, and the
-per-reference overheads, so the table reproduces each of its references exactly.
+head) keep their isolated entries, measured in the same run; stand-ins would add a cost of their own
+and still leave the shape-changing layer's context effect unmeasured. Whatever the entries miss of a
+reference model's measured total is its *base overhead*; the table stores each reference's, and the
+`removal` predictor adds their median to every prediction (a reference's own to that reference), so
+the table reproduces each of its references exactly.
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from latencykit.arch import Arch
-from latencykit.blocks import build
 from latencykit.devices import Device, require
-from latencykit.export import ExportCache, default_cache
+from latencykit.export import ExportCache, default_cache, export_network
 from latencykit.errors import LatencykitError
 from latencykit.layers import LAYER_KINDS, LayerSpec
 from latencykit.lut.profile import ProfileResult, export_all
@@ -83,13 +82,6 @@ def choose_references(space: SearchSpace, seed: int = 0, candidates: int = 300, 
     return refs
 
 
-def _export_variant(specs: list[LayerSpec], cache: ExportCache, fmt: str) -> Path:
-    torch.manual_seed(0)
-    net = build(specs)
-    hw = specs[0].hw
-    return cache.export(net, (torch.randn(1, 3, hw, hw),), fmt)
-
-
 @dataclass(frozen=True)
 class ReferenceResult:
     arch: Arch
@@ -127,9 +119,9 @@ def profile_removal(space: SearchSpace, device: Device, path: Path | None = None
     for i, arch in enumerate(refs):
         specs = space.layers(arch)
         positions = [p for p, s in enumerate(specs) if removable(s)]
-        models = {"base": _export_variant(specs, cache, device.format)}
+        models = {"base": export_network(specs, cache, device.format)}
         for p in positions:
-            models[str(p)] = _export_variant(specs[:p] + specs[p + 1:], cache, device.format)
+            models[str(p)] = export_network(specs[:p] + specs[p + 1:], cache, device.format)
         stats = measure_models(device, models, reference, removal_protocol,
                                journal(f"ref{i}", {"arch": arch.to_dict(), "protocol": removal_protocol.to_dict()}))
         base = stats["base"].ratio
@@ -158,15 +150,13 @@ def profile_removal(space: SearchSpace, device: Device, path: Path | None = None
                  "entries_ms": sum(by_key[s.key] for s in space.layers(r.arch))} for r in results]
     for row in ref_rows:
         row["overhead_ms"] = row["measured_ms"] - row["entries_ms"]
-    overhead = float(np.median([row["overhead_ms"] for row in ref_rows]))
     meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="removal",
                      device_info=device.describe(),
                      protocol={**protocol.to_dict(), "removal": removal_protocol.to_dict()},
                      reference={"key": REFERENCE.key, "ms": scale, "cv": iso[REF_KEY].cv, "runs": iso[REF_KEY].runs},
                      provenance={"measured_by": "latencykit", "references": ref_rows,
                                  "removed_layers": sum(len(r.drops) for r in results),
-                                 "seconds": round(time.perf_counter() - start, 1)},
-                     overhead_ms=overhead)
+                                 "seconds": round(time.perf_counter() - start, 1)})
     table = LatencyTable.from_entries(meta, layers, entries)
     table.write(path)
     for j in journals:

@@ -41,7 +41,6 @@ class TableMeta:
     protocol: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
-    overhead_ms: float = 0.0
     created: str = ""
     latencykit_version: str = __version__
     format_version: int = FORMAT_VERSION

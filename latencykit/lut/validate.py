@@ -13,16 +13,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from scipy.stats import kendalltau
 
 from latencykit.arch import Arch
-from latencykit.blocks import build
 from latencykit.devices import Device, require
-from latencykit.export import ExportCache, default_cache
+from latencykit.export import ExportCache, default_cache, export_network
 from latencykit.lut.protocol import Progress, Protocol, REF_KEY, export_reference, measure_models
 from latencykit.lut.table import LatencyTable
 from latencykit.errors import TableError
+from latencykit.files import atomic_path, atomic_write_text
 from latencykit.space import SearchSpace
 
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
@@ -103,19 +102,13 @@ def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Ar
     return list(seen)
 
 
-def export_model(space: SearchSpace, arch: Arch, cache: ExportCache, fmt: str) -> Path:
-    torch.manual_seed(0)
-    net = build(space.layers(arch))
-    return cache.export(net, (torch.randn(1, 3, arch.resolution, arch.resolution),), fmt)
-
-
 def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable,
                   protocol: Protocol = WHOLE_MODEL_PROTOCOL, cache: ExportCache | None = None,
                   progress: Progress | None = None) -> Measurements:
     """Measure whole models twice; express each as ratio to the reference times the table's reference ms."""
     require(device)
     cache = cache or default_cache()
-    files = {str(i): export_model(space, a, cache, device.format) for i, a in enumerate(archs)}
+    files = {str(i): export_network(space.layers(a), cache, device.format) for i, a in enumerate(archs)}
     reference = export_reference(cache, device.format)
     scale = table.meta.reference.get("ms")
     if not scale:
@@ -168,8 +161,8 @@ def scatter_plot(v: Validation, path: Path) -> Path:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return path
 
@@ -178,8 +171,5 @@ def save(v: Validation, out: Path) -> dict[str, Path]:
     """Write summary JSON (with every measurement) and the scatter plot into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     data = {**v.summary(), "predicted_ms": v.predicted.tolist(), "measurements": v.measurements.to_dict()}
-    js = out / f"validation-{v.predictor}.json"
-    tmp = js.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(js)
+    js = atomic_write_text(out / f"validation-{v.predictor}.json", json.dumps(data, indent=1))
     return {"json": js, "plot": scatter_plot(v, out / f"validation-{v.predictor}.png")}

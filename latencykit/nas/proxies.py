@@ -32,7 +32,9 @@ import torch
 from latencykit.arch import Arch
 from latencykit.blocks import build
 from latencykit.errors import LatencykitError
+from latencykit.nas.evaluate import recalibrate_bn
 from latencykit.nas.proxy_data import proxy_batch
+from latencykit.nas.supernet import smallest_resolution
 from latencykit.registry import Registry
 from latencykit.space import SearchSpace
 
@@ -48,17 +50,10 @@ PROXIES: Registry[Callable[..., AccuracySignal]] = Registry("accuracy signal", "
 """name -> factory(space, **options) returning an AccuracySignal."""
 
 
-def proxy_resolution(space: SearchSpace) -> int:
-    """The smallest input size whose every stage keeps whole patches (64 for tiny, 128 for autovit)."""
-    total = space.stem.stride * math.prod(s.stride for s in space.stages)
-    patch = max([s.patch for s in space.stages if s.patch] or [1])
-    return max(total * patch, 32)
-
-
 @dataclass(frozen=True)
 class NTKConfig:
     batch: int = 8
-    resolution: int = 0  # 0: proxy_resolution(space)
+    resolution: int = 0  # 0: smallest_resolution(space)
     seed: int = 0
     threads: int = 1
 
@@ -81,23 +76,6 @@ def ntk_matrix(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return theta
 
 
-@torch.no_grad()
-def batch_norm_on(net: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """Set every batch norm's statistics to those of `x`, then freeze them (eval mode).
-
-    Default running statistics (mean 0, variance 1) let activations explode or vanish through an
-    untrained network, which drowns the per-sample differences the NTK looks at; the minibatch's own
-    statistics normalise as training would, while keeping samples independent for per-sample gradients.
-    """
-    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    net.train()
-    net(x)
-    return net.eval()
-
-
 def fourier_kernel(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     """Eq. 3 with b_j = j and alpha_j = 1/j^2 over each pixel value, normalised to 1 on the diagonal."""
     flat = x.reshape(len(x), -1).double()
@@ -115,7 +93,7 @@ class NTKProxy:
 
     def __init__(self, space: SearchSpace, name: str, config: NTKConfig = NTKConfig()) -> None:
         self.space, self.name, self.config = space, name, config
-        self.resolution = config.resolution or proxy_resolution(space)
+        self.resolution = config.resolution or smallest_resolution(space)
         self.agnostic = self._runs_at(self.resolution)
         if not self.agnostic:  # e.g. relative position biases sized for the layer's own map
             self.resolution = min(space.resolution)
@@ -146,7 +124,7 @@ class NTKProxy:
             torch.manual_seed(self.config.seed)
             net = build(self.space.layers(arch))
             x = (self.x - 0.5) / 0.5
-            return ntk_matrix(batch_norm_on(net, x), x)
+            return ntk_matrix(recalibrate_bn(net, [x]), x)
         finally:
             torch.set_num_threads(threads)
 
@@ -196,7 +174,7 @@ class SupernetAccuracy:
             config = state["config"]
             train, val = load_dataset(config.get("data")).split(config.get("val_fraction", 0.2),
                                                                 config.get("seed", 0))
-            resolution = state.get("train_resolution") or config.get("resolution") or proxy_resolution(self.space)
+            resolution = state.get("train_resolution") or config.get("resolution") or smallest_resolution(self.space)
             self._state = {"net": net.eval(), "train": train, "val": val, "resolution": resolution,
                            "evaluate": evaluate_subnet, "calib_batches": config.get("calib_batches", 4)}
         return self._state

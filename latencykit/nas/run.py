@@ -14,6 +14,7 @@ from typing import Callable
 
 from latencykit.arch import Arch
 from latencykit.errors import LatencykitError
+from latencykit.files import atomic_path, atomic_write_text
 from latencykit.nas.search import Budget, SearchConfig, SearchResult, search
 from latencykit.space import SearchSpace
 
@@ -103,8 +104,8 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
             if progress:
                 progress(f"measuring the chosen subnet on {d}")
             dr.measured = _measure(space, d, r.best.arch, t, r.best.latency_ms)
-        dr.files["arch"] = str(_write(out / f"{d}.arch.json", r.best.arch.to_json() + "\n"))
-        dr.files["result"] = str(_write(out / f"{d}.json", json.dumps(dr.to_dict(), indent=1, default=str)))
+        dr.files["arch"] = str(atomic_write_text(out / f"{d}.arch.json", r.best.arch.to_json() + "\n"))
+        dr.files["result"] = str(atomic_write_text(out / f"{d}.json", json.dumps(dr.to_dict(), indent=1, default=str)))
         results.append(dr)
     plot = pareto_plot(results, out / "pareto.png")
     for dr in results:
@@ -120,14 +121,6 @@ def _maybe_table(device: str, space: SearchSpace):
         return load_table(device, space)
     except TableError:
         return None
-
-
-def _write(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def pareto_plot(results: list[DeviceResult], path: Path) -> Path:
@@ -154,11 +147,9 @@ def pareto_plot(results: list[DeviceResult], path: Path) -> Path:
     ax.set_title(f"{r0.space}: {r0.method} search, {r0.budget.describe()}\n(* chosen; dotted: latency budget)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -189,8 +180,7 @@ def export_arch(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint:
     """Write the subnet (inherited weights with a checkpoint, else seeded random ones) in `fmt`."""
     import torch
 
-    from latencykit.blocks import build
-    from latencykit.export import EXPORTERS, ExportCache
+    from latencykit.export import EXPORTERS, ExportCache, seeded_network
 
     space.validate(arch)
     EXPORTERS.get(fmt)
@@ -202,10 +192,9 @@ def export_arch(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint:
                                   "(latencykit.nas.train)") from None
         supernet, _ = supernet_from_checkpoint(checkpoint)
         net, weights = supernet.extract(arch).eval(), f"inherited from {checkpoint}"
+        inputs = (torch.randn(1, 3, arch.resolution, arch.resolution),)
     else:
-        torch.manual_seed(0)
-        net, weights = build(space.layers(arch)), "random initialisation (seed 0): no --checkpoint given"
-    inputs = (torch.randn(1, 3, arch.resolution, arch.resolution),)
+        (net, inputs), weights = seeded_network(space.layers(arch)), "random initialisation (seed 0): no --checkpoint given"
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         made = ExportCache(Path(tmp)).export(net, inputs, fmt)

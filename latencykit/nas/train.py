@@ -74,7 +74,7 @@ class TrainConfig:
 
 
 @dataclass
-class Progress:
+class TrainProgress:
     """What a progress callback receives after every step."""
 
     epoch: int
@@ -242,15 +242,9 @@ def _loss(out: torch.Tensor, y: torch.Tensor, draw: Draw, inplace: torch.Tensor 
     return 0.5 * loss + 0.5 * kd
 
 
-def train(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
-          dataset: Dataset | None = None) -> dict:
-    """Train (or resume) a supernet; returns the run summary (also written to summary.json)."""
-    return fit(config, progress, dataset)[1]
-
-
-def fit(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
-        dataset: Dataset | None = None) -> tuple[Supernet, dict]:
-    """`train`, also returning the trained supernet."""
+def train_supernet(config: TrainConfig, progress: Callable[[TrainProgress], None] | None = None,
+                   dataset: Dataset | None = None) -> tuple[Supernet, dict]:
+    """Train (or resume) a supernet; returns it and the run summary (also written to summary.json)."""
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world, device = init_distributed()
@@ -321,7 +315,7 @@ def fit(config: TrainConfig, progress: Callable[[Progress], None] | None = None,
                 raise TrainingError(f"loss is {loss} at step {step} (epoch {epoch + 1}); lower --lr "
                                     f"(now {config.lr:g}) or check the data")
             if progress is not None and rank == 0:
-                progress(Progress(epoch, step, total, loss, images / busy, history))
+                progress(TrainProgress(epoch, step, total, loss, images / busy, history))
             if config.max_steps and step >= config.max_steps:
                 break
             if step % config.checkpoint_every == 0 and step % steps_per_epoch:
