@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from latencykit.cli import JsonOption, app, console, emit, table
+from latencykit.cli import SEED_MAX, JsonOption, app, console, emit, non_empty_file, table
 
 DeviceOption = typer.Option(..., "--device", "-d", help="Device name (see `latencykit devices`).")
 SpaceOption = typer.Option(..., "--space", "-s", help="Search space name or space file (see `latencykit spaces`).")
-ThreadsOption = typer.Option(None, "--threads", help="Runtime threads, for devices that take them (host: 1).")
+ThreadsOption = typer.Option(None, "--threads", min=1, max=256,
+                             help="Runtime threads, for devices that take them (host: 1).")
 SerialOption = typer.Option(None, "--serial", help="Android: which attached phone (adb serial).")
-BenchmarkModelOption = typer.Option(None, "--benchmark-model",
+BenchmarkModelOption = typer.Option(None, "--benchmark-model", exists=True, dir_okay=False, readable=True,
+                                    callback=non_empty_file,
                                     help="Android: path of TFLite's benchmark_model binary on this machine.")
-TableOption = typer.Option(None, "--table", help="Table file (default: $LATENCYKIT_HOME/tables/DEVICE/SPACE.parquet).")
+TableOption = typer.Option(None, "--table", exists=True, dir_okay=False, readable=True, callback=non_empty_file,
+                           help="Table file (default: $LATENCYKIT_HOME/tables/DEVICE/SPACE.parquet).")
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @contextmanager
@@ -79,38 +86,33 @@ def spaces(as_json: bool = JsonOption) -> None:
 
 @app.command()
 def arch(space: str = SpaceOption,
-         which: str = typer.Option("random", "--which", help="random, smallest or largest."),
-         seed: int = typer.Option(0, help="Seed for --which random.")) -> None:
+         which: Literal["random", "smallest", "largest"] = typer.Option("random", "--which",
+                                                                        help="random, smallest or largest."),
+         seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for --which random.")) -> None:
     """Print an architecture of a space as JSON (to edit, or to feed `predict`)."""
-    from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
     sp = load_space(space)
     pick = {"random": lambda: sp.sample(seed), "smallest": sp.smallest, "largest": sp.largest}
-    if which not in pick:
-        raise LatencykitError(f"--which must be one of {', '.join(pick)}, not {which!r}")
     typer.echo(pick[which]().to_json())
 
 
 @app.command()
 def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-            benchmark_model: Optional[str] = BenchmarkModelOption,
-            out: Optional[Path] = typer.Option(None, "--out", help="Table file to write."),
-            rounds: int = typer.Option(15, help="Interleaved measurement rounds."),
-            mode: str = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
+            benchmark_model: Optional[Path] = BenchmarkModelOption,
+            out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file to write."),
+            rounds: int = typer.Option(15, min=1, max=1000, help="Interleaved measurement rounds."),
+            mode: Literal["isolated", "removal"] = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
                                      "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable)."""
     from latencykit.devices import get_device
-    from latencykit.errors import LatencykitError
     from latencykit.lut.profile import profile as run
     from latencykit.lut.protocol import Protocol
     from latencykit.lut.removal import profile_removal
     from latencykit.space import load_space
 
-    if mode not in ("isolated", "removal"):
-        raise LatencykitError(f"--mode must be isolated or removal, not {mode!r}")
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
     with progress_bar(not as_json) as task:
         if mode == "isolated":
             result = run(sp, dev, out, Protocol(rounds=rounds), export_progress=task("export"),
@@ -126,7 +128,7 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
 
 @app.command()
 def show(device: str = DeviceOption, space: str = SpaceOption, table_path: Optional[Path] = TableOption,
-         top: int = typer.Option(10, help="How many of the costliest entries to list."),
+         top: int = typer.Option(10, min=1, help="How many of the costliest entries to list."),
          as_json: bool = JsonOption) -> None:
     """A table's provenance and its costliest entries."""
     from latencykit.lut.table import load_table
@@ -150,7 +152,8 @@ def show(device: str = DeviceOption, space: str = SpaceOption, table_path: Optio
 
 
 @app.command()
-def predict(arch_file: Path = typer.Argument(..., help="Architecture JSON file."),
+def predict(arch_file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, callback=non_empty_file,
+                                         help="Architecture JSON file."),
             device: str = DeviceOption, space: str = SpaceOption, table_path: Optional[Path] = TableOption,
             as_json: bool = JsonOption) -> None:
     """Predict an architecture's latency on a device from its lookup table."""
@@ -179,9 +182,9 @@ PredictorOption = typer.Option("table", "--predictor", "-p",
 @app.command()
 def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
         threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-            benchmark_model: Optional[str] = BenchmarkModelOption,
-        samples: int = typer.Option(40, help="Whole subnets to measure for fitting."),
-        seed: int = typer.Option(1000, help="Seed of the training subnets (validation uses others)."),
+            benchmark_model: Optional[Path] = BenchmarkModelOption,
+        samples: int = typer.Option(40, min=1, max=10_000, help="Whole subnets to measure for fitting."),
+        seed: int = typer.Option(1000, min=0, max=SEED_MAX, help="Seed of the training subnets (validation uses others)."),
         table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
     """Fit a learned predictor on whole-subnet measurements and save it beside the table."""
     from latencykit.devices import get_device
@@ -195,7 +198,7 @@ def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = P
     model = PREDICTORS.get(predictor)(sp, t)
     archs, measured = [], None
     if predictor in ("flops", "calibrated"):
-        dev = get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+        dev = get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
         archs = sample_archs(sp, samples, seed)
         with progress_bar(not as_json) as task:
             measured = measure_archs(sp, dev, archs, t, progress=task(f"measure {samples} subnets twice")).measured
@@ -210,10 +213,10 @@ def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = P
 @app.command()
 def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
              threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-            benchmark_model: Optional[str] = BenchmarkModelOption,
-             samples: int = typer.Option(50, help="Random subnets to measure whole."),
-             seed: int = typer.Option(0), table_path: Optional[Path] = TableOption,
-             out: Optional[Path] = typer.Option(None, "--out", help="Folder for the JSON and the plot."),
+            benchmark_model: Optional[Path] = BenchmarkModelOption,
+             samples: int = typer.Option(50, min=2, max=10_000, help="Random subnets to measure whole."),
+             seed: int = typer.Option(0, min=0, max=SEED_MAX), table_path: Optional[Path] = TableOption,
+             out: Optional[Path] = typer.Option(None, "--out", file_okay=False, help="Folder for the JSON and the plot."),
              as_json: bool = JsonOption) -> None:
     """Measure random whole subnets, compare with a predictor, report the test-retest noise floor."""
     from latencykit.devices import get_device
@@ -223,7 +226,7 @@ def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: st
     from latencykit.paths import home
     from latencykit.space import load_space
 
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
     t = load_table(device, sp, table_path)
     if predictor in ("table", "layer"):
         model = PREDICTORS.get(predictor)(sp, t)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from latencykit.errors import LatencykitError, TableError
+from latencykit.files import writer_lock
 from latencykit.layers import LayerSpec
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.registry import Registry
@@ -218,5 +219,7 @@ def write_import(importer: str, file: str | Path, device: str, space: SearchSpac
                  fill: Filler | None = None, fill_name: str = "") -> ImportResult:
     """`import_table`, then write the table (atomically) to `out` or the device's default path."""
     result = import_table(importer, file, device, space, fill, fill_name)
-    path = result.table.write(Path(out) if out else default_path(device, space.name))
+    target = Path(out) if out else default_path(device, space.name)
+    with writer_lock(target):
+        path = result.table.write(target)
     return ImportResult(result.table, result.coverage, path)

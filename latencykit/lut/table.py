@@ -8,8 +8,6 @@ the reference block measured in the same rounds, which is what survives drift be
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +19,7 @@ import pyarrow.parquet as pq
 
 from latencykit import __version__
 from latencykit.errors import TableError
+from latencykit.files import atomic_write
 from latencykit.paths import table_path
 from latencykit.layers import LayerSpec
 
@@ -108,23 +107,11 @@ class LatencyTable:
     def write(self, path: str | Path) -> Path:
         """Write atomically: a reader sees the old file or the new one, never half of one."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pandas(self.rows.reset_index(drop=True), preserve_index=False)
         meta = dict(table.schema.metadata or {})
         meta[META_KEY] = json.dumps(asdict(self.meta)).encode()
         table = table.replace_schema_metadata(meta)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
     @classmethod
     def read(cls, path: str | Path) -> "LatencyTable":

@@ -22,7 +22,7 @@ from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache
 from latencykit.lut.protocol import Progress, Protocol, REF_KEY, export_reference, measure_models
 from latencykit.lut.table import LatencyTable
-from latencykit.errors import TableError
+from latencykit.errors import LatencykitError, TableError
 from latencykit.space import SearchSpace
 
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
@@ -90,9 +90,12 @@ class Validation:
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Arch] = ()) -> list[Arch]:
     """`n` distinct random architectures (seeded), none of them in `exclude` (e.g. a training set)."""
+    skip = set(exclude)
+    if n > space.size() - len(skip):
+        raise LatencykitError(f"space {space.name} has {space.size()} architectures"
+                              + (f" ({len(skip)} of them excluded)" if skip else "") + f"; cannot draw {n} distinct ones")
     rng = np.random.default_rng(seed)
     seen: dict[Arch, None] = {}
-    skip = set(exclude)
     while len(seen) < n:
         for row in space.sample_genes(n, rng):
             arch = space.decode(row)

@@ -19,9 +19,10 @@ from typing import Callable, Optional
 import typer
 
 from latencykit.arch import Arch
-from latencykit.cli import JsonOption, app, emit, table
+from latencykit.cli import SEED_MAX, JsonOption, app, emit, non_empty_file, one_of, table
 from latencykit.errors import LatencykitError
-from latencykit.nas.search import Budget, SearchConfig, SearchResult, search
+from latencykit.files import atomic_write, atomic_write_text
+from latencykit.nas.search import METHODS, Budget, SearchConfig, SearchResult, search
 from latencykit.space import SearchSpace
 
 _UNITS_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3}
@@ -144,11 +145,7 @@ def _maybe_table(device: str, space: SearchSpace):
 
 
 def _write(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def pareto_plot(results: list[DeviceResult], path: Path) -> Path:
@@ -175,12 +172,10 @@ def pareto_plot(results: list[DeviceResult], path: Path) -> Path:
     ax.set_title(f"{r0.space}: {r0.method} search, {r0.budget.describe()}\n(* chosen; dotted: latency budget)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def arch_changes(archs: dict[str, Arch]) -> tuple[list[str], list[list[str]]]:
@@ -211,10 +206,13 @@ def export_arch(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint:
     import torch
 
     from latencykit.blocks import build
-    from latencykit.export import EXPORTERS, ExportCache
+    from latencykit.export import EXPORTERS, SUFFIX, ExportCache
 
     space.validate(arch)
     EXPORTERS.get(fmt)
+    suffix = SUFFIX.get(fmt, "." + fmt)
+    if out.is_dir() and not out.name.endswith(suffix):  # only a previous export (.mlpackage) is replaced
+        raise LatencykitError(f"--out {out} is a folder; give a file name ending in {suffix}")
     if checkpoint:
         try:
             from latencykit.nas.train import supernet_from_checkpoint
@@ -239,6 +237,18 @@ def export_arch(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint:
 
 # ----- commands -------------------------------------------------------------------------------------
 
+def _proxies() -> list[str]:
+    from latencykit.nas.proxies import PROXIES
+
+    return PROXIES.names()
+
+
+def _formats() -> list[str]:
+    from latencykit.export import EXPORTERS
+
+    return EXPORTERS.names()
+
+
 @app.command("search")
 def search_command(
         space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
@@ -246,20 +256,25 @@ def search_command(
         latency: Optional[str] = typer.Option(None, "--latency", help="Latency budget, e.g. 30ms (predicted from the table)."),
         params: Optional[str] = typer.Option(None, "--params", help="Parameter budget, e.g. 6M."),
         flops: Optional[str] = typer.Option(None, "--flops", help="FLOPs (multiply-accumulate) budget, e.g. 500M."),
-        proxy: str = typer.Option("vintk", "--proxy", help="Accuracy signal: vintk, ntk, ntk-cond, params, "
+        proxy: str = typer.Option("vintk", "--proxy", callback=one_of(_proxies), help="Accuracy signal: vintk, ntk, ntk-cond, params, "
                                   "or supernet (with --checkpoint)."),
-        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Supernet checkpoint (implies --proxy supernet)."),
-        method: str = typer.Option("coarse-to-fine", "--method", help="coarse-to-fine, evolution or random."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", exists=True, dir_okay=False, readable=True,
+                                                  callback=non_empty_file,
+                                                  help="Supernet checkpoint (implies --proxy supernet)."),
+        method: str = typer.Option("coarse-to-fine", "--method", callback=one_of(lambda: METHODS),
+                                   help="coarse-to-fine, evolution or random."),
         predictor: str = typer.Option("table", "--predictor", "-p", help="Latency predictor: table (sum of "
                                       "entries), layer, or flops / calibrated as fitted by `latencykit fit`."),
-        population: int = typer.Option(50, help="Population (and number of skeletons)."),
-        generations: int = typer.Option(20, help="Generations of the fine stage."),
-        parents: int = typer.Option(10, help="Parents per generation."),
-        coarse_samples: int = typer.Option(20_000, help="Architectures sampled in the coarse stage."),
-        seed: int = typer.Option(0),
+        population: int = typer.Option(50, min=1, max=100_000, help="Population (and number of skeletons)."),
+        generations: int = typer.Option(20, min=0, max=100_000, help="Generations of the fine stage."),
+        parents: int = typer.Option(10, min=1, max=100_000, help="Parents per generation."),
+        coarse_samples: int = typer.Option(20_000, min=1, max=10_000_000,
+                                           help="Architectures sampled in the coarse stage."),
+        seed: int = typer.Option(0, min=0, max=SEED_MAX),
         measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
                                      "device can measure (host, host-litert, an attached phone)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Folder for results, arch files and the plot."),
+        out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
+                                           help="Folder for results, arch files and the plot."),
         as_json: bool = JsonOption) -> None:
     """Most accurate subnet within a latency and params budget, for each device."""
     from latencykit.cli import console
@@ -269,6 +284,7 @@ def search_command(
     sp = load_space(space)
     budget = Budget(parse_latency(latency) if latency else None, parse_count(params, "params") if params else None,
                     parse_count(flops, "FLOPs") if flops else None)
+    checkpoint = str(checkpoint) if checkpoint else None
     if checkpoint:
         proxy = "supernet"
     config = SearchConfig(method=method, population=population, generations=generations, parents=parents,
@@ -304,12 +320,16 @@ def search_command(
 
 
 @app.command("export")
-def export_command(arch_file: Path = typer.Argument(..., help="Architecture JSON (e.g. from `latencykit search`)."),
+def export_command(arch_file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                                   callback=non_empty_file,
+                                                   help="Architecture JSON (e.g. from `latencykit search`)."),
                    space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
-                   fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, or tflite / coreml where installed."),
+                   fmt: str = typer.Option("onnx", "--format", "-f", callback=one_of(_formats),
+                                           help="onnx, or tflite / coreml where installed."),
                    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside ARCH_FILE)."),
-                   checkpoint: Optional[str] = typer.Option(None, "--checkpoint",
-                                                            help="Supernet checkpoint for inherited weights."),
+                   checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", exists=True, dir_okay=False,
+                                                             readable=True, callback=non_empty_file,
+                                                             help="Supernet checkpoint for inherited weights."),
                    as_json: bool = JsonOption) -> None:
     """Export a subnet as ONNX (or TFLite / Core ML), with inherited weights given a checkpoint."""
     from latencykit.export import SUFFIX
@@ -319,6 +339,6 @@ def export_command(arch_file: Path = typer.Argument(..., help="Architecture JSON
     arch = Arch.load(arch_file)
     target = out or arch_file.with_name(arch_file.name.removesuffix(".json").removesuffix(".arch")
                                         + SUFFIX.get(fmt, "." + fmt))
-    data = export_arch(sp, arch, fmt, target, checkpoint)
+    data = export_arch(sp, arch, fmt, target, str(checkpoint) if checkpoint else None)
     emit(data, as_json, lambda d: f"wrote {d['path']} ({d['format']}, {d['params'] / 1e6:.2f} M params, "
          f"{d['resolution']}x{d['resolution']} input); weights: {d['weights']}")
