@@ -194,6 +194,9 @@ def fit(device: str = DeviceOption, space: str = SpaceOption, predictor: str = P
     from latencykit.space import load_space
 
     sp = load_space(space)
+    if threads is not None or serial is not None or benchmark_model is not None:
+        get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))  # refuse
+        # options the device does not take, even for predictors that measure nothing
     t = load_table(device, sp, table_path)
     model = PREDICTORS.get(predictor)(sp, t)
     archs, measured = [], None

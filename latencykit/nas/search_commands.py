@@ -93,6 +93,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
                    progress: Callable[[str], None] | None = None, predictor: str = "table") -> list[DeviceResult]:
     """One search per device (each through its own table), the same accuracy signal, shared scores."""
+    from latencykit.devices import DEVICES
     from latencykit.lut.table import load_table
     from latencykit.nas.proxies import get_signal
 
@@ -103,6 +104,8 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
         tables[d] = load_table(d, space) if budget.latency_ms is not None else _maybe_table(d, space)
         if tables[d] is not None:
             predictors[d] = latency_predictor(predictor, d, space, tables[d])
+        else:
+            DEVICES.get(d)  # no table and no such device: a typo, not a device to search for
     signal = get_signal(signal_name, space, **(signal_options or {}))
     cache: dict[Arch, float] = {}
 

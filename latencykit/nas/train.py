@@ -149,9 +149,11 @@ def load_checkpoint(path: Path, space: SearchSpace | None = None) -> dict:
         raise TrainingError(f"no checkpoint file at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise TrainingError(f"{path} is not a latencykit supernet checkpoint: it holds Python objects other "
-                            "than tensors and plain data, which latencykit refuses to load") from None
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise TrainingError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                                "data (a latencykit checkpoint never does; loading it could run code)") from None
+        raise TrainingError(f"{path} is not a latencykit supernet checkpoint (not a torch file)") from None
     except (OSError, RuntimeError, EOFError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TrainingError(f"cannot read checkpoint {path}: {first}") from None
