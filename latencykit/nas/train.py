@@ -26,6 +26,7 @@ import math
 import os
 import pickle  # only for its UnpicklingError: torch.load(weights_only=True) raises it
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -148,7 +149,9 @@ def load_checkpoint(path: Path, space: SearchSpace | None = None) -> dict:
     if not Path(path).is_file():
         raise TrainingError(f"no checkpoint file at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise TrainingError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
