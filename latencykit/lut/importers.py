@@ -134,7 +134,7 @@ def read_nnmeter(path: Path) -> dict[str, float]:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
         raise TableError(f"cannot read {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise TableError(f"{path} is not an nn-Meter table: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not data:
         raise TableError(f"{path} is not an nn-Meter table: expected a non-empty JSON object of "
@@ -148,10 +148,23 @@ def read_nnmeter(path: Path) -> dict[str, float]:
         raise TableError(f"{path} is malformed: key {unknown[0]!r} is not an nn-Meter block key")
     out: dict[str, float] = {}
     for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise TableError(f"{path} is malformed: {key!r} has latency {value!r}; expected a positive number of ms")
-        out[key] = float(value)
+        ms = _positive_ms(value)
+        if ms is None:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise TableError(f"{path} is malformed: {key!r} has latency {shown}; expected a positive number of ms")
+        out[key] = ms
     return out
+
+
+def _positive_ms(value: object) -> float | None:
+    """A finite positive latency in ms, or None (not a number, NaN, infinite, zero, negative, too large)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        ms = float(value)
+    except OverflowError:
+        return None
+    return ms if math.isfinite(ms) and ms > 0 else None
 
 
 IMPORTERS.add("nn-meter", Importer(
