@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import SHARED, TINY
 from latencykit.cli import main
 from latencykit.files import FileWriteError, TableBusyError, atomic_write, atomic_write_text, writer_lock
 from latencykit.lut.table import default_path
@@ -120,13 +120,12 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(tmp_path) -> None:
         pass
 
 
-def test_lut_import_waits_for_no_one_and_refuses_while_a_profile_holds_the_table(home, tmp_path) -> None:
+def test_lut_import_refuses_while_a_profile_holds_the_table(home, tmp_path) -> None:
     path = default_path("pixel4", "elasticvit")
-    data = tmp_path / "lut.json"
-    data.write_text(json.dumps({"conv_64_16_16_1_1_hard_swish_3_nose": 0.5}))
+    data = SHARED / "data" / "nn-meter-luts" / "pixel4_lut_ln_v3.json"
     with writer_lock(path):
         result = subprocess.run([sys.executable, "-m", "latencykit", "lut", "import", "nn-meter", str(data),
-                                 "--device", "pixel4", "--space", "elasticvit", "--fill", "layer"],
+                                 "--device", "pixel4", "--space", "elasticvit"],
                                 capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and f"process {os.getpid()} is already writing" in one_line(result.stderr)
     assert not path.exists()

@@ -231,10 +231,8 @@ def import_table(importer: str, file: str | Path, device: str, space: SearchSpac
 def write_import(importer: str, file: str | Path, device: str, space: SearchSpace, out: str | Path | None = None,
                  fill: Filler | None = None, fill_name: str = "") -> ImportResult:
     """`import_table`, then write the table (atomically) to `out` or the device's default path."""
-    if not _DEVICE_NAME.fullmatch(device):  # before it names a path
-        raise LatencykitError(f"device name {device!r} must be letters, digits, '.', '_' or '-'")
+    result = import_table(importer, file, device, space, fill, fill_name)  # a bad file touches no table
     target = Path(out) if out else default_path(device, space.name)
-    with writer_lock(target):  # one writer per table: refused at once while a profile writes it
-        result = import_table(importer, file, device, space, fill, fill_name)
+    with writer_lock(target):  # one writer per table: refused while a profile writes it
         path = result.table.write(target)
     return ImportResult(result.table, result.coverage, path)
