@@ -216,7 +216,7 @@ def test_benchmark_model_output_parses_to_a_real_time_or_is_refused(output: str)
     assert result.avg_ms == result.avg_us / 1e3
 
 
-@pytest.mark.parametrize("stride", [17, pytest.param(1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("stride", [53, pytest.param(1, marks=pytest.mark.slow)])
 def test_every_single_bit_flip_is_refused_or_harmless(stride, table_bytes, tmp_path) -> None:
     """Exhaustive where Hypothesis samples: it found no case in 500 examples that this scan found
     (a flip in pandas' metadata renaming a column), which the table checksum now covers."""
