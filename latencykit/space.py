@@ -608,7 +608,9 @@ def load_space(name: str) -> SearchSpace:
     if name in _CACHE:
         return _CACHE[name]
     path = Path(name)
-    if name.endswith(".json") and path.exists():
+    if name.endswith(".json") and not path.exists():
+        raise LatencykitError(f"no space file {path}")
+    if name.endswith(".json"):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from latencykit.space import SearchSpace, load_space
 
@@ -12,6 +15,26 @@ SHARED = ROOT.parent / "shared"
 TINY = str(ROOT / "tests" / "data" / "tiny.json")
 
 torch.set_num_threads(1)
+
+# Hypothesis: bounded examples in the default run; many more with HYPOTHESIS_PROFILE=slow or a -m that
+# selects slow tests (`pytest -m slow` runs the property tests at length with the other slow tests).
+_quiet = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile("default", max_examples=30, deadline=None, suppress_health_check=_quiet)
+settings.register_profile("slow", max_examples=500, deadline=None, suppress_health_check=_quiet)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    wants_slow = re.search(r"(?<!not )\bslow\b", config.getoption("markexpr") or "")
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("slow" if wants_slow else "default"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `-m slow`, property tests count as slow too, so they run there at length."""
+    if re.search(r"(?<!not )\bslow\b", config.getoption("markexpr") or ""):
+        for item in items:
+            if getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+                item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

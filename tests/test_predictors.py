@@ -142,13 +142,25 @@ class _Boom:
 
 
 def test_a_pickle_renamed_predictor_runs_no_code(small, tmp_path) -> None:
+    """A crafted pickle where a shared predictor file should be: refused by the library and by
+    `latencykit predict -p calibrated` with one line, exit 2, and its payload never runs."""
     import pickle
+    import subprocess
+    import sys
 
     space, table, *_ = small
     marker = Path(__file__).parent / "PWNED"
     marker.unlink(missing_ok=True)
-    path = predictor_path(tmp_path / "small.parquet", "calibrated")
+    table_path = table.write(tmp_path / "small.parquet")
+    path = predictor_path(table_path, "calibrated")
     path.write_bytes(pickle.dumps({"format": 1, "state": _Boom()}))
     with pytest.raises(PredictorError, match="not a latencykit predictor"):
         load_predictor(path, space, table)
+    arch = tmp_path / "arch.json"
+    arch.write_text(space.smallest().to_json())
+    out = subprocess.run([sys.executable, "-m", "latencykit", "predict", str(arch), "-d", "host", "-s",
+                          str(Path(__file__).parent / "data" / "small.json"), "--table", str(table_path),
+                          "-p", "calibrated"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "not a latencykit predictor" in out.stderr
     assert not marker.exists()

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from latencykit.cli.app import JsonOption, app, console, emit, table
+from latencykit.cli.app import SEED_MAX, JsonOption, app, console, emit, non_empty_file, one_of, table
 
 DeviceOption = typer.Option(..., "--device", "-d", help="Device name (see `latencykit devices`).")
 SpaceOption = typer.Option(..., "--space", "-s", help="Search space name or space file (see `latencykit spaces`).")
-ThreadsOption = typer.Option(None, "--threads", help="Runtime threads, for devices that take them (host: 1).")
+ThreadsOption = typer.Option(None, "--threads", min=1, max=256,
+                             help="Runtime threads, for devices that take them (host: 1).")
 SerialOption = typer.Option(None, "--serial", help="Android: which attached phone (adb serial).")
-BenchmarkModelOption = typer.Option(None, "--benchmark-model",
+BenchmarkModelOption = typer.Option(None, "--benchmark-model", exists=True, dir_okay=False, readable=True,
+                                    callback=non_empty_file,
                                     help="Android: path of TFLite's benchmark_model binary on this machine.")
-TableOption = typer.Option(None, "--table", help="Table file (default: $LATENCYKIT_HOME/tables/DEVICE/SPACE.parquet).")
+TableOption = typer.Option(None, "--table", exists=True, dir_okay=False, readable=True, callback=non_empty_file,
+                           help="Table file (default: $LATENCYKIT_HOME/tables/DEVICE/SPACE.parquet).")
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 @contextmanager
@@ -81,7 +88,7 @@ def spaces(as_json: bool = JsonOption) -> None:
 def arch(space: str = SpaceOption,
          which: str = typer.Option("random", "--which", help="random, smallest, largest, or a named "
                                    "architecture of the space (e.g. A1 in nasvit)."),
-         seed: int = typer.Option(0, help="Seed for --which random.")) -> None:
+         seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for --which random.")) -> None:
     """Print an architecture of a space as JSON (to edit, or to feed `predict`)."""
     from latencykit.errors import LatencykitError
     from latencykit.space import load_space
@@ -96,21 +103,18 @@ def arch(space: str = SpaceOption,
 
 @app.command()
 def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-            benchmark_model: Optional[str] = BenchmarkModelOption,
-            out: Optional[Path] = typer.Option(None, "--out", help="Table file to write."),
-            rounds: int = typer.Option(15, help="Interleaved measurement rounds."),
-            mode: str = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
+            benchmark_model: Optional[Path] = BenchmarkModelOption,
+            out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file to write."),
+            rounds: int = typer.Option(15, min=1, max=1000, help="Interleaved measurement rounds."),
+            mode: Literal["isolated", "removal"] = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
                                      "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable)."""
     from latencykit.api import profile as run
     from latencykit.devices import get_device
-    from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
-    if mode not in ("isolated", "removal"):
-        raise LatencykitError(f"--mode must be isolated or removal, not {mode!r}")
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
     with progress_bar(not as_json) as task:
         steps = ("export", f"measure on {dev.name}") if mode == "isolated" else (
             "reference subnets", f"isolated on {dev.name}")
@@ -123,7 +127,7 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
 
 @app.command()
 def show(device: str = DeviceOption, space: str = SpaceOption, table_path: Optional[Path] = TableOption,
-         top: int = typer.Option(10, help="How many of the costliest entries to list."),
+         top: int = typer.Option(10, min=1, help="How many of the costliest entries to list."),
          as_json: bool = JsonOption) -> None:
     """A table's provenance and its costliest entries."""
     from latencykit.lut.table import load_table
@@ -146,14 +150,21 @@ def show(device: str = DeviceOption, space: str = SpaceOption, table_path: Optio
     emit(data, as_json, render)
 
 
-PredictorOption = typer.Option("auto", "--predictor", "-p",
+def _predictors() -> list[str]:
+    from latencykit.lut.predictors import PREDICTORS
+
+    return ["auto", *PREDICTORS.names()]
+
+
+PredictorOption = typer.Option("auto", "--predictor", "-p", callback=one_of(_predictors),
                                help="auto (the best available: calibrated where the table has whole-model "
                                     "measurements or a fitted one, else the table's sum), isolated, removal, "
                                     "layer (per-kind random forests), flops, calibrated.")
 
 
 @app.command()
-def predict(arch_file: Path = typer.Argument(..., help="Architecture JSON file."),
+def predict(arch_file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, callback=non_empty_file,
+                                         help="Architecture JSON file."),
             device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
             table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
     """Predict an architecture's latency on a device from its lookup table."""
@@ -169,12 +180,12 @@ def predict(arch_file: Path = typer.Argument(..., help="Architecture JSON file."
 
 @app.command()
 def fit(device: str = DeviceOption, space: str = SpaceOption,
-        predictor: str = typer.Option("calibrated", "--predictor", "-p",
+        predictor: str = typer.Option("calibrated", "--predictor", "-p", callback=one_of(_predictors),
                                       help="calibrated (table sums per layer kind, corrected) or flops (linear)."),
         threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-        benchmark_model: Optional[str] = BenchmarkModelOption,
-        samples: int = typer.Option(40, help="Whole subnets to measure for fitting."),
-        seed: int = typer.Option(1000, help="Seed of the training subnets (validation uses others)."),
+            benchmark_model: Optional[Path] = BenchmarkModelOption,
+        samples: int = typer.Option(40, min=1, max=10_000, help="Whole subnets to measure for fitting."),
+        seed: int = typer.Option(1000, min=0, max=SEED_MAX, help="Seed of the training subnets (validation uses others)."),
         table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
     """Measure whole subnets on the device, fit a predictor on them and save it beside the table."""
     from latencykit.api import fit_predictor
@@ -185,7 +196,7 @@ def fit(device: str = DeviceOption, space: str = SpaceOption,
     if not get_predictor(predictor).requires_measurements:
         raise PredictorError(f"the {predictor} predictor is fit from the table alone; nothing to measure "
                              "(use it directly with --predictor)")
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
     with progress_bar(not as_json) as task:
         model, path = fit_predictor(sp, dev, predictor, samples, seed, table_path,
                                     task(f"measure {samples} subnets twice"))
@@ -199,17 +210,17 @@ def fit(device: str = DeviceOption, space: str = SpaceOption,
 @app.command()
 def validate(device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
              threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
-             benchmark_model: Optional[str] = BenchmarkModelOption,
-             samples: int = typer.Option(50, help="Random subnets to measure whole."),
-             seed: int = typer.Option(0), table_path: Optional[Path] = TableOption,
-             out: Optional[Path] = typer.Option(None, "--out", help="Folder for the JSON and the plot."),
+            benchmark_model: Optional[Path] = BenchmarkModelOption,
+             samples: int = typer.Option(50, min=2, max=10_000, help="Random subnets to measure whole."),
+             seed: int = typer.Option(0, min=0, max=SEED_MAX), table_path: Optional[Path] = TableOption,
+             out: Optional[Path] = typer.Option(None, "--out", file_okay=False, help="Folder for the JSON and the plot."),
              as_json: bool = JsonOption) -> None:
     """Measure random whole subnets, compare with a predictor, report the test-retest noise floor."""
     from latencykit.api import validate as run
     from latencykit.devices import get_device
     from latencykit.space import load_space
 
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=benchmark_model)
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
     with progress_bar(not as_json) as task:
         v, files = run(sp, dev, predictor, samples, seed, table_path, out, task(f"measure {samples} subnets twice"))
     data = {**v.summary(), "files": {k: str(p) for k, p in files.items()}}

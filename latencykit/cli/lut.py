@@ -7,19 +7,32 @@ from typing import Optional
 
 import typer
 
-from latencykit.cli.app import JsonOption, app, emit, table
+from latencykit.cli.app import SEED_MAX, JsonOption, app, emit, non_empty_file, one_of, table
 
 lut = typer.Typer(no_args_is_help=True, help="Lookup tables: import published ones, compare phones.")
 app.add_typer(lut, name="lut")
 
 
+def _importers() -> list[str]:
+    from latencykit.lut.importers import IMPORTERS
+
+    return IMPORTERS.names()
+
+
+def _fillers() -> list[str]:
+    from latencykit.lut.importers import FILLERS
+
+    return FILLERS.names()
+
+
 @lut.command("import")
-def import_(importer: str = typer.Argument(..., help="Table format (nn-meter)."),
-            file: Path = typer.Argument(..., help="The published table file."),
+def import_(importer: str = typer.Argument(..., callback=one_of(_importers), help="Table format (nn-meter)."),
+            file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, callback=non_empty_file,
+                                        help="The published table file."),
             device: str = typer.Option(..., "--device", "-d", help="Name of the phone the table was measured on."),
             space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
-            out: Optional[Path] = typer.Option(None, "--out", help="Table file (default: the device's table path)."),
-            fill: Optional[str] = typer.Option(None, "--fill", help="Layer predictor that fills missing layers, e.g. `layer` "
+            out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file (default: the device's table path)."),
+            fill: Optional[str] = typer.Option(None, "--fill", callback=one_of(_fillers), help="Layer predictor that fills missing layers, e.g. `layer` "
                                                "(marked predicted); without it missing layers are refused."),
             as_json: bool = JsonOption) -> None:
     """Convert a published per-block latency file into the device's table for a space."""
@@ -41,11 +54,13 @@ def import_(importer: str = typer.Argument(..., help="Table format (nn-meter).")
 def phones(space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
            devices: Optional[str] = typer.Option(None, "--devices", help="Comma-separated devices "
                                                  "(default: every device with a table for the space)."),
-           random: int = typer.Option(6, help="How many random subnets (of similar FLOPs) to list."),
-           band: float = typer.Option(0.1, help="Random subnets are within +-BAND of the median FLOPs."),
-           sample: int = typer.Option(2000, help="Random subnets behind the rank statistics and the plot."),
-           seed: int = typer.Option(0, help="Random seed."),
-           plot: Optional[Path] = typer.Option(None, help="PNG to write (default: $LATENCYKIT_HOME/plots/SPACE-phones.png)."),
+           random: int = typer.Option(6, min=1, max=1000, help="How many random subnets (of similar FLOPs) to list."),
+           band: float = typer.Option(0.1, min=0.001, max=1.0,
+                                      help="Random subnets are within +-BAND of the median FLOPs."),
+           sample: int = typer.Option(2000, min=2, max=1_000_000,
+                                      help="Random subnets behind the rank statistics and the plot."),
+           seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Random seed."),
+           plot: Optional[Path] = typer.Option(None, dir_okay=False, help="PNG to write (default: $LATENCYKIT_HOME/plots/SPACE-phones.png)."),
            as_json: bool = JsonOption) -> None:
     """Latency of the same subnets on every phone beside their FLOPs, and where the rankings differ."""
     from latencykit.lut.phones import default_plot_path, phone_summary

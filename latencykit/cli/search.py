@@ -8,9 +8,21 @@ from typing import Optional
 import typer
 
 from latencykit.arch import Arch
-from latencykit.cli.app import JsonOption, app, console, emit, table
+from latencykit.cli.app import SEED_MAX, JsonOption, app, console, emit, non_empty_file, one_of, table
 from latencykit.nas.run import arch_changes, parse_count, parse_latency
-from latencykit.nas.search import Budget, SearchConfig
+from latencykit.nas.search import METHODS, Budget, SearchConfig
+
+
+def _proxies() -> list[str]:
+    from latencykit.nas.proxies import PROXIES
+
+    return PROXIES.names()
+
+
+def _formats() -> list[str]:
+    from latencykit.export import EXPORTERS
+
+    return EXPORTERS.names()
 
 
 @app.command("search")
@@ -20,21 +32,26 @@ def search_command(
         latency: Optional[str] = typer.Option(None, "--latency", help="Latency budget, e.g. 30ms (predicted from the table)."),
         params: Optional[str] = typer.Option(None, "--params", help="Parameter budget, e.g. 6M."),
         flops: Optional[str] = typer.Option(None, "--flops", help="FLOPs (multiply-accumulate) budget, e.g. 500M."),
-        proxy: str = typer.Option("vintk", "--proxy", help="Accuracy signal: vintk, ntk, ntk-cond, params, "
+        proxy: str = typer.Option("vintk", "--proxy", callback=one_of(_proxies), help="Accuracy signal: vintk, ntk, ntk-cond, params, "
                                   "or supernet (with --checkpoint)."),
-        checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="Supernet checkpoint (implies --proxy supernet)."),
-        method: str = typer.Option("coarse-to-fine", "--method", help="coarse-to-fine, evolution or random."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", exists=True, dir_okay=False, readable=True,
+                                                  callback=non_empty_file,
+                                                  help="Supernet checkpoint (implies --proxy supernet)."),
+        method: str = typer.Option("coarse-to-fine", "--method", callback=one_of(lambda: METHODS),
+                                   help="coarse-to-fine, evolution or random."),
         predictor: str = typer.Option("auto", "--predictor", "-p", help="Latency predictor: auto (the best "
                                       "available), isolated, removal, layer, or flops / calibrated (from the "
                                       "table's calibration set or as fitted by `latencykit fit`)."),
-        population: int = typer.Option(50, help="Population (and number of skeletons)."),
-        generations: int = typer.Option(20, help="Generations of the fine stage."),
-        parents: int = typer.Option(10, help="Parents per generation."),
-        coarse_samples: int = typer.Option(20_000, help="Architectures sampled in the coarse stage."),
-        seed: int = typer.Option(0),
+        population: int = typer.Option(50, min=1, max=100_000, help="Population (and number of skeletons)."),
+        generations: int = typer.Option(20, min=0, max=100_000, help="Generations of the fine stage."),
+        parents: int = typer.Option(10, min=1, max=100_000, help="Parents per generation."),
+        coarse_samples: int = typer.Option(20_000, min=1, max=10_000_000,
+                                           help="Architectures sampled in the coarse stage."),
+        seed: int = typer.Option(0, min=0, max=SEED_MAX),
         measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
                                      "device can measure (host, host-litert, an attached phone)."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Folder for results, arch files and the plot."),
+        out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
+                                           help="Folder for results, arch files and the plot."),
         as_json: bool = JsonOption) -> None:
     """Most accurate subnet within a latency and params budget, for each device."""
     from latencykit.api import search
@@ -46,7 +63,8 @@ def search_command(
     config = SearchConfig(method=method, population=population, generations=generations, parents=parents,
                           coarse_samples=coarse_samples, seed=seed)
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
-    results = search(sp, list(device), budget, proxy, config, out, measure, checkpoint, predictor, say)
+    results = search(sp, list(device), budget, proxy, config, out, measure, str(checkpoint) if checkpoint else None,
+                     predictor, say)
     data = [dr.to_dict() for dr in results]
     if as_json:
         emit(data, True)
@@ -74,12 +92,16 @@ def search_command(
 
 
 @app.command("export")
-def export_command(arch_file: Path = typer.Argument(..., help="Architecture JSON (e.g. from `latencykit search`)."),
+def export_command(arch_file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True,
+                                                   callback=non_empty_file,
+                                                   help="Architecture JSON (e.g. from `latencykit search`)."),
                    space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
-                   fmt: str = typer.Option("onnx", "--format", "-f", help="onnx, or tflite / coreml where installed."),
+                   fmt: str = typer.Option("onnx", "--format", "-f", callback=one_of(_formats),
+                                           help="onnx, or tflite / coreml where installed."),
                    out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: beside ARCH_FILE)."),
-                   checkpoint: Optional[str] = typer.Option(None, "--checkpoint",
-                                                            help="Supernet checkpoint for inherited weights."),
+                   checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", exists=True, dir_okay=False,
+                                                             readable=True, callback=non_empty_file,
+                                                             help="Supernet checkpoint for inherited weights."),
                    as_json: bool = JsonOption) -> None:
     """Export a subnet as ONNX (or TFLite / Core ML), with inherited weights given a checkpoint."""
     from latencykit.api import export_subnet
@@ -90,6 +112,6 @@ def export_command(arch_file: Path = typer.Argument(..., help="Architecture JSON
     arch = Arch.load(arch_file)
     target = out or arch_file.with_name(arch_file.name.removesuffix(".json").removesuffix(".arch")
                                         + SUFFIX.get(fmt, "." + fmt))
-    data = export_subnet(sp, arch, fmt, target, checkpoint)
+    data = export_subnet(sp, arch, fmt, target, str(checkpoint) if checkpoint else None)
     emit(data, as_json, lambda d: f"wrote {d['path']} ({d['format']}, {d['params'] / 1e6:.2f} M params, "
          f"{d['resolution']}x{d['resolution']} input); weights: {d['weights']}")

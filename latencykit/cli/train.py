@@ -3,34 +3,41 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
-from latencykit.cli.app import JsonOption, app, console, emit, table
+from latencykit.cli.app import SEED_MAX, JsonOption, app, console, emit, non_empty_file, one_of, positive, table
+
+
+def _samplers() -> list[str]:
+    from latencykit.nas.samplers import SAMPLERS
+
+    return SAMPLERS.names()
 
 
 @app.command()
 def train(
     space: str = typer.Option("autovit-xxs", help="Search space (name or JSON file)."),
-    out: Path = typer.Option(Path("runs/supernet"), help="Run folder: checkpoint, metrics.csv, accuracy.png. "
+    out: Path = typer.Option(Path("runs/supernet"), file_okay=False, help="Run folder: checkpoint, metrics.csv, accuracy.png. "
                              "Running again on the same folder resumes."),
-    sampler: str = typer.Option("sandwich", help="Sampling strategy: uniform, sandwich, complexity, performance."),
+    sampler: str = typer.Option("sandwich", callback=one_of(_samplers), help="Sampling strategy: uniform, sandwich, complexity, performance."),
     data: Optional[str] = typer.Option(None, "--data", help="Image folder (one sub-folder per class); "
                                        "default: scikit-learn's digits."),
-    resolution: int = typer.Option(0, help="Training resolution; 0 = the smallest the space supports. "
+    resolution: int = typer.Option(0, min=0, max=4096, help="Training resolution; 0 = the smallest the space supports. "
                                    "The deployment resolution stays the space's."),
-    epochs: int = typer.Option(3),
-    batch: int = typer.Option(64, help="Global batch (split over torchrun processes)."),
-    lr: float = typer.Option(2e-3),
-    seed: int = typer.Option(0),
+    epochs: int = typer.Option(3, min=1, max=100_000),
+    batch: int = typer.Option(64, min=1, max=1_000_000, help="Global batch (split over torchrun processes)."),
+    lr: float = typer.Option(2e-3, callback=positive),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX),
     grad_projection: bool = typer.Option(False, "--grad-projection", help="NASViT gradient projection (Eq. 1)."),
     scaling: bool = typer.Option(False, "--scaling", help="NASViT switchable scaling layers."),
-    teacher: Optional[Path] = typer.Option(None, help="Checkpoint whose largest subnet teaches."),
-    distill: str = typer.Option("soft", help="Teacher distillation: soft or hard."),
-    checkpoint_every: int = typer.Option(10, help="Steps between checkpoints (and at every epoch end)."),
-    max_steps: int = typer.Option(0, help="Stop after this many steps in total (resume later); 0 = no limit."),
-    threads: int = typer.Option(0, help="Torch threads per process; 0 = torch's default."),
+    teacher: Optional[Path] = typer.Option(None, exists=True, dir_okay=False, readable=True, callback=non_empty_file,
+                                           help="Checkpoint whose largest subnet teaches."),
+    distill: Literal["soft", "hard"] = typer.Option("soft", help="Teacher distillation: soft or hard."),
+    checkpoint_every: int = typer.Option(10, min=1, help="Steps between checkpoints (and at every epoch end)."),
+    max_steps: int = typer.Option(0, min=0, help="Stop after this many steps in total (resume later); 0 = no limit."),
+    threads: int = typer.Option(0, min=0, max=256, help="Torch threads per process; 0 = torch's default."),
     as_json: bool = JsonOption,
 ) -> None:
     """Train a weight-entangled supernet; resumable, and data-parallel under torchrun."""
@@ -64,7 +71,7 @@ def train(
 @app.command("check-supernet")
 def check_supernet_cmd(
     space: str = typer.Option("autovit-xxs", help="Search space (name or JSON file)."),
-    random: int = typer.Option(2, help="Random architectures checked besides the smallest and largest."),
+    random: int = typer.Option(2, min=0, max=1000, help="Random architectures checked besides the smallest and largest."),
     as_json: bool = JsonOption,
 ) -> None:
     """Check the supernet contract: extracted == supernet output, analytic params, ONNX export."""

@@ -10,7 +10,7 @@ from typing import Callable
 from latencykit.devices import catalogue
 from latencykit.devices.base import Availability, Device
 from latencykit.devices.host import HostOnnxDevice
-from latencykit.errors import DeviceUnavailableError
+from latencykit.errors import DeviceUnavailableError, LatencykitError
 from latencykit.registry import Registry
 
 DEVICES: Registry[Callable[..., Device]] = Registry("device", "latencykit.devices",
@@ -20,7 +20,7 @@ DEVICES.add("host", HostOnnxDevice)
 
 
 def get_device(name: str, **options: object) -> Device:
-    """The named device, built with the options it accepts (unknown options are ignored)."""
+    """The named device, built with the options given (None: not given); one it does not take is refused."""
     factory = DEVICES.get(name)
     import inspect
 
@@ -28,7 +28,13 @@ def get_device(name: str, **options: object) -> Device:
         accepted = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         accepted = {}
-    kwargs = {k: v for k, v in options.items() if v is not None and k in accepted}
+    given = {k: v for k, v in options.items() if v is not None}
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            takes = ", ".join(k for k in accepted if k != "name") or "none"
+            raise LatencykitError(f"device {name} does not take option(s) {', '.join(unknown)} (it takes: {takes})")
+    kwargs = given
     device = factory(**kwargs)
     if not device.name:
         device.name = name

@@ -12,6 +12,7 @@ print a median); the parser keeps every figure found so tables can record them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -65,6 +66,14 @@ def _f(value: str | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _checked(**figures) -> BenchmarkResult:
+    """A result whose average is a real duration; anything else is refused, never stored in a table."""
+    avg = figures["avg_us"]
+    if not (math.isfinite(avg) and avg > 0):
+        raise BenchmarkOutputError(f"benchmark_model reported an average of {avg:g} us; expected a positive time")
+    return BenchmarkResult(**figures)
+
+
 def parse(output: str) -> BenchmarkResult:
     """The timed runs' figures from benchmark_model's output (stdout and stderr together)."""
     m = _INFERENCE.search(output)
@@ -76,7 +85,7 @@ def parse(output: str) -> BenchmarkResult:
             before = [s for s in (_stats(line) for line in output[:m.start()].splitlines()) if s]
             stats = before[-1] if before else {}
             stats = {k: v for k, v in stats.items() if k not in ("avg_us", "first_us")}
-            return BenchmarkResult(avg_us=avg, format="inference", init_us=pairs.get("init"),
+            return _checked(avg_us=avg, format="inference", init_us=pairs.get("init"),
                                    first_us=pairs.get("first inference"),
                                    warmup_avg_us=pairs.get("warmup (avg)"), **stats)
     m = _AVERAGE.search(output)
@@ -84,10 +93,10 @@ def parse(output: str) -> BenchmarkResult:
         pairs = _pairs(m.group(1))
         avg = pairs.get("no stats", pairs.get("inference"))
         if avg is not None:
-            return BenchmarkResult(avg_us=avg, format="average", init_us=pairs.get("init"),
+            return _checked(avg_us=avg, format="average", init_us=pairs.get("init"),
                                    warmup_avg_us=pairs.get("warmup"))
     found = [s for s in (_stats(m.group(1)) for m in _TIMINGS.finditer(output)) if s]
     if found:
-        return BenchmarkResult(format="timings", **found[-1])
+        return _checked(format="timings", **found[-1])
     tail = " | ".join(line.strip() for line in output.strip().splitlines()[-3:]) or "no output"
     raise BenchmarkOutputError(f"benchmark_model printed no timings: {tail}")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from latencykit.errors import LatencykitError, TableError
+from latencykit.files import writer_lock
 from latencykit.layers import LAYER_KINDS, LayerSpec
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.registry import Registry
@@ -111,7 +112,7 @@ def read_nnmeter(path: Path) -> dict[str, float]:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
         raise TableError(f"cannot read {path}: {exc.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise TableError(f"{path} is not an nn-Meter table: not valid JSON ({exc})") from None
     if not isinstance(data, dict) or not data:
         raise TableError(f"{path} is not an nn-Meter table: expected a non-empty JSON object of "
@@ -125,10 +126,23 @@ def read_nnmeter(path: Path) -> dict[str, float]:
         raise TableError(f"{path} is malformed: key {unknown[0]!r} is not an nn-Meter block key")
     out: dict[str, float] = {}
     for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise TableError(f"{path} is malformed: {key!r} has latency {value!r}; expected a positive number of ms")
-        out[key] = float(value)
+        ms = _positive_ms(value)
+        if ms is None:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise TableError(f"{path} is malformed: {key!r} has latency {shown}; expected a positive number of ms")
+        out[key] = ms
     return out
+
+
+def _positive_ms(value: object) -> float | None:
+    """A finite positive latency in ms, or None (not a number, NaN, infinite, zero, negative, too large)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        ms = float(value)
+    except OverflowError:
+        return None
+    return ms if math.isfinite(ms) and ms > 0 else None
 
 
 IMPORTERS.add("nn-meter", Importer(
@@ -195,6 +209,8 @@ def import_table(importer: str, file: str | Path, device: str, space: SearchSpac
 def write_import(importer: str, file: str | Path, device: str, space: SearchSpace, out: str | Path | None = None,
                  fill: Filler | None = None, fill_name: str = "") -> ImportResult:
     """`import_table`, then write the table (atomically) to `out` or the device's default path."""
-    result = import_table(importer, file, device, space, fill, fill_name)
-    path = result.table.write(Path(out) if out else default_path(device, space.name))
+    result = import_table(importer, file, device, space, fill, fill_name)  # a bad file touches no table
+    target = Path(out) if out else default_path(device, space.name)
+    with writer_lock(target):  # one writer per table: refused while a profile writes it
+        path = result.table.write(target)
     return ImportResult(result.table, result.coverage, path)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from latencykit.files import atomic_path
+from latencykit.files import atomic_write
 from latencykit.errors import TableError
 from latencykit.paths import home
 from latencykit.lut.predictors import get_predictor, table_predictor_name
@@ -115,8 +115,6 @@ def _plot(space: str, flops: np.ndarray, lat: dict, picked_flops: np.ndarray, pi
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-    return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -22,6 +21,7 @@ import numpy as np
 
 from latencykit.devices.base import Device
 from latencykit.export import ExportCache, export_layer
+from latencykit.files import atomic_write_text
 from latencykit.layers import LayerSpec
 
 REFERENCE = LayerSpec("mbconv", hw=32, cin=64, cout=64, kernel=3, expand=4.0)
@@ -79,23 +79,26 @@ class Journal:
         self._rewrite()
 
     def _read(self) -> list[dict]:
+        """The header and the whole rounds before the first torn or damaged line (kept no further)."""
         if not self.path.exists():
             return []
+        try:
+            text = self.path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            return []
         out = []
-        for line in self.path.read_text().splitlines():
+        for i, line in enumerate(text.splitlines()):
             try:
-                out.append(json.loads(line))
+                item = json.loads(line)
             except json.JSONDecodeError:
                 break
+            if not isinstance(item, dict) or (i > 0 and not _is_round(item)):
+                break
+            out.append(item)
         return out
 
     def _rewrite(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "w") as f:
-            for item in [self.header, *self.rounds]:
-                f.write(json.dumps(item) + "\n")
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(item) + "\n" for item in [self.header, *self.rounds]))
 
     def append(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -106,6 +109,20 @@ class Journal:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _is_round(item: dict) -> bool:
+    """A journal record as `measure_models` writes it: a finished round of finite times, or the end mark."""
+    if item.get("phase") == "done":
+        return len(item) == 1
+    raw, ref = item.get("raw"), item.get("ref")
+    return (item.get("phase") in ("base", "extra") and isinstance(raw, dict) and isinstance(ref, list) and bool(ref)
+            and all(isinstance(k, str) for k in raw)
+            and all(_finite(v) for v in [*raw.values(), *ref]))
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def measure_models(device: Device, models: Mapping[str, Path], reference: Path, protocol: Protocol,

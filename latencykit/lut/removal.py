@@ -27,6 +27,7 @@ from latencykit.errors import LatencykitError
 from latencykit.layers import LAYER_KINDS, LayerSpec
 from latencykit.lut.profile import ProfileResult, export_all
 from latencykit.lut.protocol import REF_KEY, REFERENCE, Journal, Progress, Protocol, export_reference, measure_models
+from latencykit.files import writer_lock
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.space import SearchSpace
 
@@ -100,65 +101,66 @@ def profile_removal(space: SearchSpace, device: Device, path: Path | None = None
     require(device)
     cache = cache or default_cache()
     path = Path(path) if path else default_path(device.name, space.name)
-    layers = space.distinct_layers()
-    files = export_all(layers, cache, device.format)
-    reference = export_reference(cache, device.format)
-    journals: list[Journal] = []
+    with writer_lock(path):  # one writer per table: a second run is refused at once
+        layers = space.distinct_layers()
+        files = export_all(layers, cache, device.format)
+        reference = export_reference(cache, device.format)
+        journals: list[Journal] = []
 
-    def journal(name: str, header: dict) -> Journal:
-        j = Journal(path.with_name(f"{path.name}.{name}.journal"),
-                    {"device": device.name, "space": space.name, "digest": space.digest, "mode": "removal", **header})
-        journals.append(j)
-        return j
+        def journal(name: str, header: dict) -> Journal:
+            j = Journal(path.with_name(f"{path.name}.{name}.journal"),
+                        {"device": device.name, "space": space.name, "digest": space.digest, "mode": "removal", **header})
+            journals.append(j)
+            return j
 
-    iso = measure_models(device, files, reference, protocol,
-                         journal("isolated", {"protocol": protocol.to_dict()}), progress)
-    scale = iso[REF_KEY].latency_ms
-    refs = choose_references(space, seed)
-    results = []
-    for i, arch in enumerate(refs):
-        specs = space.layers(arch)
-        positions = [p for p, s in enumerate(specs) if removable(s)]
-        models = {"base": export_network(specs, cache, device.format)}
-        for p in positions:
-            models[str(p)] = export_network(specs[:p] + specs[p + 1:], cache, device.format)
-        stats = measure_models(device, models, reference, removal_protocol,
-                               journal(f"ref{i}", {"arch": arch.to_dict(), "protocol": removal_protocol.to_dict()}))
-        base = stats["base"].ratio
-        results.append(ReferenceResult(arch, base * scale, {p: (base - stats[str(p)].ratio) * scale for p in positions}))
-        if reference_progress:
-            reference_progress(i + 1, len(refs))
+        iso = measure_models(device, files, reference, protocol,
+                             journal("isolated", {"protocol": protocol.to_dict()}), progress)
+        scale = iso[REF_KEY].latency_ms
+        refs = choose_references(space, seed)
+        results = []
+        for i, arch in enumerate(refs):
+            specs = space.layers(arch)
+            positions = [p for p, s in enumerate(specs) if removable(s)]
+            models = {"base": export_network(specs, cache, device.format)}
+            for p in positions:
+                models[str(p)] = export_network(specs[:p] + specs[p + 1:], cache, device.format)
+            stats = measure_models(device, models, reference, removal_protocol,
+                                   journal(f"ref{i}", {"arch": arch.to_dict(), "protocol": removal_protocol.to_dict()}))
+            base = stats["base"].ratio
+            results.append(ReferenceResult(arch, base * scale, {p: (base - stats[str(p)].ratio) * scale for p in positions}))
+            if reference_progress:
+                reference_progress(i + 1, len(refs))
 
-    drops: dict[LayerSpec, list[float]] = {}
-    for r in results:
-        specs = space.layers(r.arch)
-        for p, d in r.drops.items():
-            drops.setdefault(specs[p], []).append(d)
-    entries = []
-    for spec in layers:
-        if spec in drops:
-            d = np.array(drops[spec])
-            q1, med, q3 = np.percentile(d, [25, 50, 75])
-            cv = float(d.std() / abs(d.mean())) if len(d) > 1 and d.mean() else float("nan")
-            entries.append({"latency_ms": float(med), "q1_ms": float(q1), "q3_ms": float(q3), "cv": cv,
-                            "runs": len(d), "raw_ms": float("nan"), "ratio": float(med / scale),
-                            "source": "measured", "method": "removal"})
-        else:
-            entries.append({**iso[spec.key].to_dict(), "source": "measured", "method": "isolated"})
-    by_key = {s.key: e["latency_ms"] for s, e in zip(layers, entries)}
-    ref_rows = [{"arch": r.arch.to_dict(), "measured_ms": r.measured_ms,
-                 "entries_ms": sum(by_key[s.key] for s in space.layers(r.arch))} for r in results]
-    for row in ref_rows:
-        row["overhead_ms"] = row["measured_ms"] - row["entries_ms"]
-    meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="removal",
-                     device_info=device.describe(),
-                     protocol={**protocol.to_dict(), "removal": removal_protocol.to_dict()},
-                     reference={"key": REFERENCE.key, "ms": scale, "cv": iso[REF_KEY].cv, "runs": iso[REF_KEY].runs},
-                     provenance={"measured_by": "latencykit", "references": ref_rows,
-                                 "removed_layers": sum(len(r.drops) for r in results),
-                                 "seconds": round(time.perf_counter() - start, 1)})
-    table = LatencyTable.from_entries(meta, layers, entries)
-    table.write(path)
-    for j in journals:
-        j.remove()
-    return ProfileResult(table, path, time.perf_counter() - start, 0)
+        drops: dict[LayerSpec, list[float]] = {}
+        for r in results:
+            specs = space.layers(r.arch)
+            for p, d in r.drops.items():
+                drops.setdefault(specs[p], []).append(d)
+        entries = []
+        for spec in layers:
+            if spec in drops:
+                d = np.array(drops[spec])
+                q1, med, q3 = np.percentile(d, [25, 50, 75])
+                cv = float(d.std() / abs(d.mean())) if len(d) > 1 and d.mean() else float("nan")
+                entries.append({"latency_ms": float(med), "q1_ms": float(q1), "q3_ms": float(q3), "cv": cv,
+                                "runs": len(d), "raw_ms": float("nan"), "ratio": float(med / scale),
+                                "source": "measured", "method": "removal"})
+            else:
+                entries.append({**iso[spec.key].to_dict(), "source": "measured", "method": "isolated"})
+        by_key = {s.key: e["latency_ms"] for s, e in zip(layers, entries)}
+        ref_rows = [{"arch": r.arch.to_dict(), "measured_ms": r.measured_ms,
+                     "entries_ms": sum(by_key[s.key] for s in space.layers(r.arch))} for r in results]
+        for row in ref_rows:
+            row["overhead_ms"] = row["measured_ms"] - row["entries_ms"]
+        meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="removal",
+                         device_info=device.describe(),
+                         protocol={**protocol.to_dict(), "removal": removal_protocol.to_dict()},
+                         reference={"key": REFERENCE.key, "ms": scale, "cv": iso[REF_KEY].cv, "runs": iso[REF_KEY].runs},
+                         provenance={"measured_by": "latencykit", "references": ref_rows,
+                                     "removed_layers": sum(len(r.drops) for r in results),
+                                     "seconds": round(time.perf_counter() - start, 1)})
+        table = LatencyTable.from_entries(meta, layers, entries)
+        table.write(path)
+        for j in journals:
+            j.remove()
+        return ProfileResult(table, path, time.perf_counter() - start, 0)

@@ -7,6 +7,7 @@ the reference block measured in the same rounds, which is what survives drift be
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
@@ -19,12 +20,13 @@ import pyarrow.parquet as pq
 
 from latencykit.version import __version__
 from latencykit.errors import TableError
-from latencykit.files import atomic_path
+from latencykit.files import atomic_write
 from latencykit.paths import table_path
 from latencykit.layers import LayerSpec
 
 FORMAT_VERSION = 1
 META_KEY = b"latencykit"
+SUM_KEY = b"latencykit.sha256"
 SOURCES = ("measured", "predicted", "imported")
 SPEC_COLUMNS = [f.name for f in fields(LayerSpec)]
 STAT_COLUMNS = ["latency_ms", "q1_ms", "q3_ms", "cv", "runs", "raw_ms", "ratio", "source", "method"]
@@ -109,10 +111,9 @@ class LatencyTable:
         table = pa.Table.from_pandas(self.rows.reset_index(drop=True), preserve_index=False)
         meta = dict(table.schema.metadata or {})
         meta[META_KEY] = json.dumps(asdict(self.meta)).encode()
+        meta[SUM_KEY] = _checksum(table, meta).encode()
         table = table.replace_schema_metadata(meta)
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp)
-        return path
+        return atomic_write(path, lambda tmp: pq.write_table(table, tmp, write_page_checksum=True))
 
     @classmethod
     def read(cls, path: str | Path) -> "LatencyTable":
@@ -120,28 +121,53 @@ class LatencyTable:
         if not path.exists():
             raise TableError(f"no table at {path}")
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(path, page_checksum_verification=True)
             raw = (table.schema.metadata or {}).get(META_KEY)
             if raw is None:
                 raise TableError(f"{path} is a Parquet file but not a latencykit table")
+            stored = dict(table.schema.metadata or {})
+            if SUM_KEY in stored and stored.pop(SUM_KEY) != _checksum(table, stored).encode():  # older: none
+                raise TableError(f"{path} is corrupt (its checksum does not match its content); "
+                                 "delete it and profile again")
             meta_dict = json.loads(raw)
+            if not isinstance(meta_dict, dict):
+                raise TableError(f"{path} is a Parquet file but not a latencykit table")
         except TableError:
             raise
         except Exception as exc:
             raise TableError(f"{path} is corrupt or truncated ({type(exc).__name__}); "
                              "delete it and profile again") from None
-        if meta_dict.get("format_version", 0) > FORMAT_VERSION:
+        version = meta_dict.get("format_version", 0)
+        if not isinstance(version, int):
+            raise TableError(f"{path} is corrupt (table format {version!r}); delete it and profile again")
+        if version > FORMAT_VERSION:
             raise TableError(f"{path} was written by a newer latencykit (table format "
                              f"{meta_dict['format_version']}); upgrade latencykit")
         known = {f.name for f in fields(TableMeta)}
-        meta = TableMeta(**{k: v for k, v in meta_dict.items() if k in known})
-        return cls(meta, table.to_pandas())
+        try:
+            meta = TableMeta(**{k: v for k, v in meta_dict.items() if k in known})
+            return cls(meta, table.to_pandas())
+        except TableError:
+            raise
+        except Exception as exc:
+            raise TableError(f"{path} is corrupt ({type(exc).__name__}); delete it and profile again") from None
 
     def summary(self) -> dict:
         counts = self.rows["source"].value_counts().to_dict()
         return {"device": self.meta.device, "space": self.meta.space, "mode": self.meta.mode,
                 "entries": len(self), "sources": counts, "created": self.meta.created,
                 "reference": self.meta.reference, "total_ms": float(self.rows["latency_ms"].sum())}
+
+
+def _checksum(table: pa.Table, metadata: dict[bytes, bytes]) -> str:
+    """sha256 of the rows' values and all metadata (ours and pandas'): a flipped byte that Parquet itself
+    does not catch (in the footer, in pandas' column names) makes the table refused, never silently wrong."""
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        h.update(len(key).to_bytes(8, "little") + key + len(metadata[key]).to_bytes(8, "little") + metadata[key])
+    h.update(json.dumps([table.column_names, [table.column(c).to_pylist() for c in table.column_names]],
+                        default=str).encode())
+    return h.hexdigest()
 
 
 def _py(value: object) -> object:

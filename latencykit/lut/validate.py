@@ -20,8 +20,8 @@ from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache, export_network
 from latencykit.lut.protocol import Progress, Protocol, REF_KEY, export_reference, measure_models
 from latencykit.lut.table import LatencyTable
-from latencykit.errors import TableError
-from latencykit.files import atomic_path, atomic_write_text
+from latencykit.errors import LatencykitError, TableError
+from latencykit.files import atomic_write, atomic_write_text
 from latencykit.space import SearchSpace
 
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
@@ -89,9 +89,12 @@ class Validation:
 
 def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Arch] = ()) -> list[Arch]:
     """`n` distinct random architectures (seeded), none of them in `exclude` (e.g. a training set)."""
+    skip = set(exclude)
+    if n > space.size() - len(skip):
+        raise LatencykitError(f"space {space.name} has {space.size()} architectures"
+                              + (f" ({len(skip)} of them excluded)" if skip else "") + f"; cannot draw {n} distinct ones")
     rng = np.random.default_rng(seed)
     seen: dict[Arch, None] = {}
-    skip = set(exclude)
     while len(seen) < n:
         for row in space.sample_genes(n, rng):
             arch = space.decode(row)
@@ -161,10 +164,10 @@ def scatter_plot(v: Validation, path: Path) -> Path:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def save(v: Validation, out: Path) -> dict[str, Path]:

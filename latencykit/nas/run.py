@@ -14,7 +14,7 @@ from typing import Callable
 
 from latencykit.arch import Arch
 from latencykit.errors import LatencykitError
-from latencykit.files import atomic_path, atomic_write_text
+from latencykit.files import atomic_write, atomic_write_text
 from latencykit.nas.search import Budget, SearchConfig, SearchResult, search
 from latencykit.space import SearchSpace
 
@@ -71,6 +71,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
                    progress: Callable[[str], None] | None = None, predictor: str = "auto") -> list[DeviceResult]:
     """One search per device (each through its own table), the same accuracy signal, shared scores."""
+    from latencykit.devices import DEVICES
     from latencykit.lut.predictors import resolve_predictor
     from latencykit.lut.table import default_path, load_table
     from latencykit.nas.proxies import get_signal
@@ -82,6 +83,8 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
         tables[d] = load_table(d, space) if budget.latency_ms is not None else _maybe_table(d, space)
         if tables[d] is not None:
             predictors[d] = resolve_predictor(predictor, space, tables[d], default_path(d, space.name))
+        else:
+            DEVICES.get(d)  # no table and no such device: a typo, not a device to search for
     signal = get_signal(signal_name, space, **(signal_options or {}))
     cache: dict[Arch, float] = {}
 
@@ -147,10 +150,10 @@ def pareto_plot(results: list[DeviceResult], path: Path) -> Path:
     ax.set_title(f"{r0.space}: {r0.method} search, {r0.budget.describe()}\n(* chosen; dotted: latency budget)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def arch_changes(archs: dict[str, Arch]) -> tuple[list[str], list[list[str]]]:
@@ -180,10 +183,13 @@ def export_arch(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint:
     """Write the subnet (inherited weights with a checkpoint, else seeded random ones) in `fmt`."""
     import torch
 
-    from latencykit.export import EXPORTERS, ExportCache, seeded_network
+    from latencykit.export import EXPORTERS, SUFFIX, ExportCache, seeded_network
 
     space.validate(arch)
     EXPORTERS.get(fmt)
+    suffix = SUFFIX.get(fmt, "." + fmt)
+    if out.is_dir() and not out.name.endswith(suffix):  # only a previous export (.mlpackage) is replaced
+        raise LatencykitError(f"--out {out} is a folder; give a file name ending in {suffix}")
     if checkpoint:
         try:
             from latencykit.nas.train import supernet_from_checkpoint

@@ -365,7 +365,7 @@ def search(space: SearchSpace, score: Callable[[Arch], float], budget: Budget,
            signal: str = "-", signal_kind: str = "proxy") -> SearchResult:
     """The most accurate architecture (by `score`) within `budget`; see the module docstring.
 
-    `latency` maps gene rows to predicted ms (e.g. TablePredictor.predict_genes); `score` maps an
+    `latency` maps gene rows to predicted ms (e.g. a fitted predictor's predict_genes); `score` maps an
     architecture to its accuracy signal (higher is better) and is called once per distinct architecture.
     """
     constraints = Constraints(space, budget, latency)

@@ -24,8 +24,9 @@ import io
 import json
 import math
 import os
-import tempfile
+import pickle  # only for its UnpicklingError: torch.load(weights_only=True) raises it
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,6 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from latencykit.errors import LatencykitError
+from latencykit.files import atomic_write_bytes
 from latencykit.nas.data import Dataset, load_dataset
 from latencykit.nas.evaluate import evaluate_subnet
 from latencykit.nas.samplers import SAMPLERS, Draw
@@ -134,30 +136,30 @@ def project(g_sup: torch.Tensor, g_sub: torch.Tensor) -> torch.Tensor:
 
 # -- files -----------------------------------------------------------------------------------------
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
+    """Tensors and plain containers only (numbers, strings, lists, dicts), so that loading needs
+    no pickle beyond `torch.load(weights_only=True)`: a checkpoint from elsewhere cannot run code."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    write_atomic(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path: Path, space: SearchSpace | None = None) -> dict:
     """A checkpoint of this trainer; with `space`, it must have been trained on that space."""
+    if not Path(path).is_file():
+        raise TrainingError(f"no checkpoint file at {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise TrainingError(f"cannot read checkpoint {path}: {exc}") from None
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise TrainingError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                                "data (a latencykit checkpoint never does; loading it could run code)") from None
+        raise TrainingError(f"{path} is not a latencykit supernet checkpoint (not a torch file)") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a latencykit supernet checkpoint")
     if space is not None and (state["space"], state["digest"], state["classes"]) != (
@@ -184,7 +186,7 @@ def write_metrics(out: Path, history: list[dict]) -> None:
     w = csv.DictWriter(buf, fieldnames=list(history[0]))
     w.writeheader()
     w.writerows(history)
-    write_atomic(out / "metrics.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "metrics.csv", buf.getvalue().encode())
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,7 +206,7 @@ def write_metrics(out: Path, history: list[dict]) -> None:
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    write_atomic(out / "accuracy.png", png.getvalue())
+    atomic_write_bytes(out / "accuracy.png", png.getvalue())
 
 
 # -- training --------------------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def train_supernet(config: TrainConfig, progress: Callable[[TrainProgress], None
                "images_per_s": round(images / busy, 2) if busy else None,
                "finished": step >= total}
     if rank == 0:
-        write_atomic(out / "summary.json", json.dumps(summary, indent=2).encode())
+        atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     return net, summary
 
 

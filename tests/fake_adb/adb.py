@@ -15,7 +15,9 @@ tests/fake_adb/__init__.py). Each phone has a small file system under $FAKE_ADB_
   flags they did not have ("Unconsumed cmdline flags").
 - Disconnects: with FAKE_ADB_DISCONNECT_AFTER=N the phone drops off (once) during benchmark run
   N+1 (partial output, exit 255) and stays gone; FAKE_ADB_RECONNECT_AFTER=K brings it back after
-  K further adb calls.
+  K further adb calls. FAKE_ADB_DISCONNECT_AT=STAGE:N drops it (once) at call N+1 of a stage instead:
+  `push` (the copy fails half way), `run` (as above) or `shell` (any other shell command: getprop,
+  chmod, the thermal reads).
 - Thermal zones: `thermal_mc` per zone (None: unreadable, as some zones are); each benchmark run
   heats by `heat_per_run_mc`, each read cools by `cool_per_read_mc`.
 """
@@ -319,6 +321,20 @@ def visible(state: dict) -> dict:
     return {s: p for s, p in state["phones"].items() if s != gone}
 
 
+def drop_at(state: dict, serial: str, stage: str) -> None:
+    """FAKE_ADB_DISCONNECT_AT=STAGE:N: the phone goes away during call N+1 of STAGE (once)."""
+    wanted, _, after = os.environ.get("FAKE_ADB_DISCONNECT_AT", "").partition(":")
+    if wanted != stage or state.get("dropped"):
+        return
+    counts = state.setdefault("stage_calls", {})
+    counts[stage] = counts.get(stage, 0) + 1
+    if counts[stage] > int(after):
+        state["gone"], state["dropped"] = {"serial": serial, "calls": 0}, True
+        if stage == "push":
+            fail("adb: error: failed to copy: connection reset: no devices/emulators found")
+        fail("error: closed", 255)
+
+
 def main(argv: list[str]) -> int:
     state = load()
     state["calls"] = state.get("calls", 0) + 1
@@ -374,6 +390,12 @@ def run(state: dict, argv: list[str]) -> int:
     phone = phones[serial]
     if phone["state"] != "device":
         fail(f"adb: device {phone['state']}")
+    words = " ".join(args).split()
+    program = words[2] if words[:1] == ["taskset"] and len(words) > 2 else words[0] if words else ""
+    stage = ("push" if cmd == "push" else "run" if cmd == "shell" and program.endswith("/benchmark_model")
+             else "shell" if cmd == "shell" else None)
+    if stage is not None:
+        drop_at(state, serial, stage)
     if cmd == "get-state":
         out("device")
         return 0
