@@ -82,7 +82,8 @@ def arch(space: str = SpaceOption,
          which: str = typer.Option("random", "--which", help="random, smallest, largest, or a named "
                                    "architecture of the space (e.g. A1 in nasvit)."),
          seed: int = typer.Option(0, help="Seed for --which random.")) -> None:
-    """Print an architecture of a space as JSON (to edit, or to feed `predict`)."""
+    """Print an architecture of a space as JSON, or a cell space's as its cell string (to edit, or to
+    feed `predict`)."""
     from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
@@ -91,7 +92,7 @@ def arch(space: str = SpaceOption,
             **{name: (lambda name=name: sp.named(name)) for name in sp.named_archs}}
     if which not in pick:
         raise LatencykitError(f"--which must be one of {', '.join(pick)}, not {which!r}")
-    typer.echo(pick[which]().to_json())
+    typer.echo(pick[which]().to_text())
 
 
 @app.command()
