@@ -14,18 +14,33 @@ app.add_typer(lut, name="lut")
 
 
 @lut.command("import")
-def import_(importer: str = typer.Argument(..., help="Table format (nn-meter)."),
+def import_(importer: str = typer.Argument(..., help="Table format (nn-meter), or `measurements` for a CSV of "
+                                           "whole-model latencies (`arch,ms` rows, or --column of a wide CSV)."),
             file: Path = typer.Argument(..., help="The published table file."),
             device: str = typer.Option(..., "--device", "-d", help="Name of the phone the table was measured on."),
             space: str = typer.Option(..., "--space", "-s", help="Search space name or space file."),
             out: Optional[Path] = typer.Option(None, "--out", help="Table file (default: the device's table path)."),
             fill: Optional[str] = typer.Option(None, "--fill", help="Layer predictor that fills missing layers, e.g. `layer` "
                                                "(marked predicted); without it missing layers are refused."),
+            column: Optional[str] = typer.Option(None, "--column", help="measurements: the CSV column of this "
+                                                 "device's latencies (default: `ms`)."),
             as_json: bool = JsonOption) -> None:
-    """Convert a published per-block latency file into the device's table for a space."""
+    """Convert a published per-block latency file into the device's table for a space, or import a CSV of
+    whole-model latencies as the device's measurement set."""
     from latencykit.lut.importers import FILLERS, write_import
     from latencykit.space import load_space
 
+    if importer == "measurements":
+        from latencykit.lut.measurements import import_set
+
+        found, path = import_set(file, device, load_space(space), column, out)
+        s = {**found.summary(), "path": str(path)}
+        emit(s, as_json, lambda s: (
+            f"imported [bold]{s['count']}[/] whole-model latencies of {s['space']} on {s['device']} "
+            f"(column {s['column']!r}, {s['min_ms']:.3g}-{s['max_ms']:.3g} ms, median {s['median_ms']:.3g})\n"
+            f"file sha256 {s['sha256']}\nmeasurement set: {s['path']}\n"
+            f"next: latencykit fit --predictor transfer --device {s['device']} --space {s['space']}"))
+        return
     filler = FILLERS.get(fill)() if fill else None
     result = write_import(importer, file, device, load_space(space), out, filler, fill or "")
     s = result.summary()
