@@ -15,9 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from latencykit.arch import Arch
 from latencykit.devices import Device, get_device
-from latencykit.lut.predictors import Measured, Predictor, get_predictor, predictor_path, resolve_predictor
+from latencykit.errors import ArchitectureError, TableError
+from latencykit.lut.measurements import MeasurementError, MeasurementSet, load_set, measured_set, table_for
+from latencykit.lut.predictors import Measured, Predictor, PredictorError, get_predictor, predictor_path, resolve_predictor
 from latencykit.lut.profile import ProfileResult
 from latencykit.lut.protocol import Progress, Protocol
 from latencykit.lut.table import LatencyTable, default_path, load_table
@@ -67,8 +71,9 @@ class Prediction:
 
 def predictor_for(device: str, space: SearchSpace, predictor: str = "auto",
                   table_path: Path | None = None) -> Predictor:
-    """The named predictor (`auto`: the best available) for the device's table of `space`, fitted."""
-    table = load_table(device, space, table_path)
+    """The named predictor (`auto`: the best available) for the device's table of `space`, fitted (a
+    device known only by a measurement set stands in an empty table, see `table_for`)."""
+    table = table_for(device, space, table_path)
     return resolve_predictor(predictor, space, table, table_path or default_path(device, space.name))
 
 
@@ -88,20 +93,78 @@ def measure_subnets(space: SearchSpace, device: Device, archs: list[Arch], table
     return Measured(tuple(archs), measure_archs(space, device, archs, table, progress=progress).measured)
 
 
-def fit_predictor(space: SearchSpace, device: Device, predictor: str = "calibrated", samples: int = 40,
+def fit_predictor(space: SearchSpace, device: Device | str, predictor: str = "calibrated", samples: int = 40,
                   seed: int = 1000, table_path: Path | None = None,
                   progress: Progress | None = None) -> tuple[Predictor, Path]:
-    """Measure `samples` random whole subnets on `device`, fit the predictor on them and the device's
-    table, and save it beside the table (JSON). Returns the predictor and its file."""
-    table = load_table(device.name, space, table_path)
+    """Fit the predictor on the device's table and whole-model measurements, and save it beside the
+    table (JSON). The measurements are the device's stored measurement set where it has one
+    (`lut import measurements`, `measure-set`); else `samples` random subnets are measured on `device`
+    now. `device` may be a name when a set exists. Returns the predictor and its file."""
+    name = device if isinstance(device, str) else device.name
+    table = table_for(name, space, table_path)
     model = get_predictor(predictor)
     measured = None
     if model.requires_measurements:
-        archs = sample_archs(space, samples, seed)
-        measured = measure_subnets(space, device, archs, table, progress)
+        found = load_set(name, space)
+        if found is not None:
+            measured = found.measured()
+        elif isinstance(device, str):
+            raise PredictorError(f"{name} has no measurement set for {space.name}: import one with `latencykit lut "
+                                 f"import measurements FILE.csv --device {name} --space {space.name}`")
+        else:
+            archs = sample_archs(space, samples, seed)
+            measured = measure_subnets(space, device, archs, table, progress)
     model.fit(space, table, measured)
-    path = model.save(predictor_path(table_path or default_path(device.name, space.name), predictor))
+    path = model.save(predictor_path(table_path or default_path(name, space.name), predictor))
     return model, path
+
+
+def measure_set(space: SearchSpace, device: Device, samples: int = 10, seed: int = 2000,
+                progress: Progress | None = None) -> tuple[MeasurementSet, Path]:
+    """Measure `samples` random whole architectures on `device` (two drift-corrected passes, on the
+    device's table scale where it has a table) and store them as its measurement set."""
+    try:
+        table = load_table(device.name, space)
+    except TableError:  # no table: plain drift-corrected ms
+        table = None
+    archs = sample_archs(space, samples, seed)
+    m = measure_archs(space, device, archs, table, progress=progress)
+    found = measured_set(device.name, space, [space.validate(a) for a in archs], m.measured,
+                         {"seed": seed, "scale": "table reference" if table is not None else "ms now",
+                          "retest_median_pct": float(np.median(np.abs(m.first - m.second) / m.measured) * 100)})
+    return found, found.write()
+
+
+def read_archs(space: SearchSpace, file: Path) -> list[Arch]:
+    """Architectures from a file: one JSON object or cell string per line, or a CSV with an `arch` column."""
+    try:
+        lines = Path(file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MeasurementError(f"cannot read architectures from {file}: {exc}") from None
+    lines = [l for l in lines if l.strip()]
+    if lines and lines[0].split(",")[0].strip() in ("arch", "index"):
+        import csv
+
+        rows = list(csv.DictReader(lines))
+        if "arch" not in (rows[0] if rows else {}):
+            raise MeasurementError(f"{file}: a CSV of architectures needs an `arch` column")
+        lines = [r["arch"] for r in rows]
+    if not lines:
+        raise MeasurementError(f"{file} holds no architectures")
+    out = []
+    for n, text in enumerate(lines, start=1):
+        try:
+            out.append(space.validate(Arch.from_json(text)))
+        except ArchitectureError as exc:
+            raise MeasurementError(f"{file}, architecture {n}: {exc}") from None
+    return out
+
+
+def predict_many(space: SearchSpace, archs: list[Arch], device: str, predictor: str = "auto",
+                 table_path: Path | None = None) -> tuple[Predictor, np.ndarray]:
+    """Many architectures' latencies on a device at once (one vectorised call); the predictor and the ms."""
+    model = predictor_for(device, space, predictor, table_path)
+    return model, model.predict_many(archs)
 
 
 def validate(space: SearchSpace, device: Device, predictor: str = "auto", samples: int = 50, seed: int = 0,
@@ -134,5 +197,5 @@ def export_subnet(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoin
     return export_arch(space, arch, fmt, out, checkpoint)
 
 
-__all__ = ["Budget", "SearchConfig", "Prediction", "fit_predictor", "get_device", "get_predictor", "load_space", "load_table",
+__all__ = ["Budget", "SearchConfig", "Prediction", "fit_predictor", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
            "measure_subnets", "predict", "predictor_for", "profile", "search", "export_subnet", "validate"]

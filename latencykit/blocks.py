@@ -325,6 +325,93 @@ class DoubleMLP(nn.Sequential):
         super().__init__(TransFFN(spec), TransFFN(spec))
 
 
+# ----- NAS-Bench-201 ---------------------------------------------------------------------------------
+
+class NB201Stem(nn.Sequential):
+    """3x3 conv (no bias) + BN."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(nn.Conv2d(spec.cin, spec.cout, spec.kernel, padding=spec.kernel // 2, bias=False),
+                         nn.BatchNorm2d(spec.cout))
+
+
+class ReLUConvBN(nn.Sequential):
+    """NAS-Bench-201's nor_conv: ReLU, conv (no bias), BN."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(nn.ReLU(), nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.stride, spec.kernel // 2,
+                                              bias=False), nn.BatchNorm2d(spec.cout))
+
+
+class AvgPool3(nn.AvgPool2d):
+    """3x3 average pooling, stride 1, padded zeros not counted."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__(spec.kernel, 1, spec.kernel // 2, count_include_pad=False)
+
+
+class Skip(nn.Identity):
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+
+
+class Zero(nn.Module):
+    """NAS-Bench-201's `none`: the input times zero."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+class ResidualReduce(nn.Module):
+    """Between NAS-Bench-201 stages: ReLU-Conv-BN 3x3 stride 2, ReLU-Conv-BN 3x3, plus a shortcut of
+    2x2 average pooling and a 1x1 conv."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        c, w = spec.cin, spec.cout
+        self.conv_a = ReLUConvBN(LayerSpec("nb201_conv", spec.hw, c, w, stride=2, kernel=3, act="relu"))
+        self.conv_b = ReLUConvBN(LayerSpec("nb201_conv", spec.out_hw, w, w, kernel=3, act="relu"))
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(c, w, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_b(self.conv_a(x)) + self.shortcut(x)
+
+
+class NB201Head(nn.Module):
+    """BN, ReLU, global average pooling, linear classifier."""
+
+    def __init__(self, spec: LayerSpec) -> None:
+        super().__init__()
+        self.act = nn.Sequential(nn.BatchNorm2d(spec.cin), nn.ReLU())
+        self.classifier = nn.Linear(spec.cin, spec.cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.act(x).mean((2, 3)))
+
+
+CELL_EDGE_KINDS = ("nb201_conv", "nb201_pool", "nb201_skip", "nb201_none")
+CELL_NODES = 4
+"""A NAS-Bench-201 cell's layers are its edges in the cell string's order, 6 for its 4 nodes."""
+
+
+class Cell(nn.Module):
+    """A cell of `nodes` nodes: node j is the sum of its incoming edges' ops on the earlier nodes."""
+
+    def __init__(self, edges: Sequence[nn.Module], nodes: int = CELL_NODES) -> None:
+        super().__init__()
+        self.edges, self.nodes = nn.ModuleList(edges), nodes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states, e = [x], 0
+        for j in range(1, self.nodes):
+            states.append(sum(self.edges[e + i](states[i]) for i in range(j)))
+            e += j
+        return states[-1]
+
+
 def build_layer(spec: LayerSpec) -> nn.Module:
     """The static module of one layer (its kind's `module`), in eval mode."""
     return LAYER_KINDS.get(spec.kind).module_class()(spec).eval()
@@ -376,11 +463,18 @@ class Network(nn.Module):
 
 
 def group_layers(modules: list[nn.Module], specs: Sequence[LayerSpec]) -> list[nn.Module]:
-    """Wrap each run mvit_local, transformer..., mvit_fusion into a MobileViTBlock."""
+    """Wrap each run mvit_local, transformer..., mvit_fusion into a MobileViTBlock, and each NAS-Bench-201
+    cell's edge layers into a Cell."""
     out: list[nn.Module] = []
     i = 0
+    per_cell = CELL_NODES * (CELL_NODES - 1) // 2
     while i < len(specs):
-        if specs[i].kind == "mvit_local":
+        if specs[i].kind in CELL_EDGE_KINDS:
+            if len(specs) < i + per_cell or any(s.kind not in CELL_EDGE_KINDS for s in specs[i:i + per_cell]):
+                raise ValueError(f"layer {i} opens a cell of {per_cell} edges that the layer list does not hold")
+            out.append(Cell(modules[i:i + per_cell]))
+            i += per_cell
+        elif specs[i].kind == "mvit_local":
             j = i + 1
             while specs[j].kind == "transformer":
                 j += 1

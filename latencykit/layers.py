@@ -259,6 +259,26 @@ def _nasvit_ffn(s: LayerSpec) -> tuple[int, int]:
     return 2 * params, 2 * macs
 
 
+# NAS-Bench-201 layers: ReLU-Conv-BN edges (bias-free convs), pooling and identities, its stem, its
+# residual reduction block (3x3 stride-2 and 3x3 ReLU-Conv-BN, shortcut 2x2 avg pool + 1x1 conv) and head.
+def _nb201_conv(s: LayerSpec) -> tuple[int, int]:
+    k2 = s.kernel**2
+    return s.cin * s.cout * k2 + 2 * s.cout, s.out_hw**2 * s.cin * s.cout * k2
+
+
+def _nothing(s: LayerSpec) -> tuple[int, int]:
+    return 0, 0
+
+
+def _nb201_reduce(s: LayerSpec) -> tuple[int, int]:
+    a, b, short = 9 * s.cin * s.cout, 9 * s.cout * s.cout, s.cin * s.cout
+    return a + b + short + 4 * s.cout, s.out_hw**2 * (a + b + short)
+
+
+def _nb201_head(s: LayerSpec) -> tuple[int, int]:
+    return 2 * s.cin + s.cin * s.cout + s.cout, s.cin * s.cout
+
+
 # ----- nn-Meter keys (ElasticViT's LUT files; latencykit.lut.importers reads them) -------------------
 
 _NNMETER_ACT = {"hswish": "hard_swish"}
@@ -398,5 +418,12 @@ for _kind in (
     LayerKind("nasvit_attn", _nasvit_attn, _BLOCKS + "TalkingHeadsAttention", "tokens", _same_width,
               _DYNAMIC + "ATTENTION_RULES", resolution_bound=True),
     LayerKind("nasvit_ffn", _nasvit_ffn, _BLOCKS + "DoubleMLP", "tokens", _same_width),
+    LayerKind("nb201_stem", _nb201_conv, _BLOCKS + "NB201Stem"),
+    LayerKind("nb201_conv", _nb201_conv, _BLOCKS + "ReLUConvBN"),
+    LayerKind("nb201_pool", _nothing, _BLOCKS + "AvgPool3"),
+    LayerKind("nb201_skip", _nothing, _BLOCKS + "Skip"),
+    LayerKind("nb201_none", _nothing, _BLOCKS + "Zero"),
+    LayerKind("nb201_reduce", _nb201_reduce, _BLOCKS + "ResidualReduce"),
+    LayerKind("nb201_head", _nb201_head, _BLOCKS + "NB201Head"),
 ):
     LAYER_KINDS.add(_kind.name, _kind)

@@ -24,7 +24,7 @@ import numpy as np
 from latencykit.arch import PER_LAYER_FIELDS, Arch, StageArch
 from latencykit.errors import ArchitectureError, LatencykitError, UnknownNameError
 from latencykit.layers import LayerSpec
-from latencykit.registry import Registry
+from latencykit.registry import Registry, load_object
 
 
 @dataclass(frozen=True)
@@ -600,6 +600,19 @@ for _path in sorted(Path(str(resources.files("latencykit") / "spaces")).glob("*.
     SPACES.add(_path.stem, _builtin(_path))
 
 
+SPACE_TYPES: Registry[str] = Registry("space type", "latencykit.space_types")
+"""A space file's `type` -> the dotted path of its SearchSpace class (imported on first use);
+files without a type list stages (SearchSpace)."""
+SPACE_TYPES.add("cell", "latencykit.cellspace:CellSpace")
+
+
+def space_from_dict(data: dict, origin: str) -> SearchSpace:
+    """A space from its definition, built by the class its `type` names."""
+    kind = data.get("type") if isinstance(data, dict) else None
+    cls = SearchSpace if kind is None else load_object(SPACE_TYPES.get(str(kind)))
+    return cls.from_dict(data, origin)
+
+
 _CACHE: dict[str, SearchSpace] = {}
 
 
@@ -615,8 +628,8 @@ def load_space(name: str) -> SearchSpace:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise LatencykitError(f"cannot read space file {path}: {exc}") from None
-        space = SearchSpace.from_dict(data, str(path))
+        space = space_from_dict(data, str(path))
     else:
-        space = SearchSpace.from_dict(SPACES.get(name)(), name)
+        space = space_from_dict(SPACES.get(name)(), name)
     _CACHE[name] = space
     return space

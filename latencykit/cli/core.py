@@ -89,7 +89,8 @@ def arch(space: str = SpaceOption,
          which: str = typer.Option("random", "--which", help="random, smallest, largest, or a named "
                                    "architecture of the space (e.g. A1 in nasvit)."),
          seed: int = typer.Option(0, min=0, max=SEED_MAX, help="Seed for --which random.")) -> None:
-    """Print an architecture of a space as JSON (to edit, or to feed `predict`)."""
+    """Print an architecture of a space as JSON, or a cell space's as its cell string (to edit, or to
+    feed `predict`)."""
     from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
@@ -98,7 +99,7 @@ def arch(space: str = SpaceOption,
             **{name: (lambda name=name: sp.named(name)) for name in sp.named_archs}}
     if which not in pick:
         raise LatencykitError(f"--which must be one of {', '.join(pick)}, not {which!r}")
-    typer.echo(pick[which]().to_json())
+    typer.echo(pick[which]().to_text())
 
 
 @app.command()
@@ -158,53 +159,134 @@ def _predictors() -> list[str]:
 
 PredictorOption = typer.Option("auto", "--predictor", "-p", callback=one_of(_predictors),
                                help="auto (the best available: calibrated where the table has whole-model "
-                                    "measurements or a fitted one, else the table's sum), isolated, removal, "
-                                    "layer (per-kind random forests), flops, calibrated.")
+                                    "measurements or a fitted one, else a fitted transfer, else the table's sum), "
+                                    "isolated, removal, layer (per-kind random forests), flops, calibrated, transfer.")
 
 
 @app.command()
-def predict(arch_file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, callback=non_empty_file,
-                                         help="Architecture JSON file."),
+def predict(arch_file: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False, readable=True,
+                                                   callback=non_empty_file,
+                                                   help="Architecture file (JSON, or a cell string)."),
             device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
+            archs: Optional[Path] = typer.Option(None, "--archs", exists=True, dir_okay=False, readable=True,
+                                                 callback=non_empty_file, help="Many architectures: one JSON or cell string "
+                                                 "per line, or a CSV with an `arch` column; writes a CSV."),
+            out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="With --archs: the CSV to write "
+                                               "(default: ARCHS.DEVICE.predicted.csv beside it)."),
             table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
-    """Predict an architecture's latency on a device from its lookup table."""
+    """Predict an architecture's latency on a device (or many, with --archs, into a CSV)."""
     from latencykit.api import predict as run
     from latencykit.arch import Arch
+    from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
-    data = run(load_space(space), Arch.load(arch_file), device, predictor, table_path).to_dict()
+    sp = load_space(space)
+    if archs is not None:
+        _predict_file(sp, archs, device, predictor, out, table_path, as_json)
+        return
+    if arch_file is None:
+        raise LatencykitError("give an architecture file, or --archs FILE for many")
+    data = run(sp, Arch.load(arch_file), device, predictor, table_path).to_dict()
     emit(data, as_json, lambda d: f"{d['latency_ms']:.3f} ms predicted on {d['device']} by {d['predictor']} "
-         f"(table entries {'/'.join(d['table_sources'])}); {d['params'] / 1e6:.2f} M params, "
+         f"(table entries {'/'.join(d['table_sources']) or 'none'}); {d['params'] / 1e6:.2f} M params, "
          f"{d['flops'] / 1e6:.0f} MFLOPs")
+
+
+def _predict_file(sp, archs: Path, device: str, predictor: str, out: Optional[Path], table_path: Optional[Path],
+                  as_json: bool) -> None:
+    import csv
+    import io
+    import time
+
+    from latencykit.api import predict_many, read_archs
+    from latencykit.files import atomic_write_text
+
+    start = time.perf_counter()
+    items = read_archs(sp, archs)
+    model, ms = predict_many(sp, items, device, predictor, table_path)
+    out = out or archs.with_name(f"{archs.stem}.{device}.predicted.csv")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["arch", "predicted_ms"])
+    writer.writerows([a.to_text(), f"{v:.6g}"] for a, v in zip(items, ms))
+    atomic_write_text(out, buf.getvalue())
+    info = model.describe()
+    data = {"device": device, "space": sp.name, "predictor": model.label, "architectures": len(items),
+            "out": str(out), "seconds": time.perf_counter() - start, "cv": info.get("cv"), "model": info.get("model")}
+    emit(data, as_json, lambda d: f"predicted {d['architectures']} architectures on {d['device']} by {d['predictor']}"
+         + (f" ({d['model']}; cross-validated error {_cv_text(d['cv'])})" if d.get("cv") else "")
+         + f" in {d['seconds']:.1f} s\nwrote {d['out']}")
+
+
+def _cv_text(cv: dict) -> str:
+    return (f"RMSPE {cv['rmspe_pct']:.1f}%, MAPE {cv['mape_pct']:.1f}%, {cv['within_10_pct']:.0f}% within ±10%, "
+            f"{cv['method']}")
 
 
 @app.command()
 def fit(device: str = DeviceOption, space: str = SpaceOption,
         predictor: str = typer.Option("calibrated", "--predictor", "-p", callback=one_of(_predictors),
-                                      help="calibrated (table sums per layer kind, corrected) or flops (linear)."),
+                                      help="calibrated (table sums per layer kind, corrected), flops (linear), or "
+                                           "transfer (few-shot, from other devices' measurement sets)."),
         threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
             benchmark_model: Optional[Path] = BenchmarkModelOption,
-        samples: int = typer.Option(40, min=1, max=10_000, help="Whole subnets to measure for fitting."),
+        samples: int = typer.Option(40, min=1, max=10_000, help="Whole subnets to measure for fitting (when the "
+                                    "device has no measurement set)."),
         seed: int = typer.Option(1000, min=0, max=SEED_MAX, help="Seed of the training subnets (validation uses others)."),
         table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
-    """Measure whole subnets on the device, fit a predictor on them and save it beside the table."""
+    """Fit a predictor on whole-model measurements and save it beside the table: the device's measurement
+    set where it has one (`lut import measurements`, `measure-set`), else subnets measured now."""
     from latencykit.api import fit_predictor
     from latencykit.devices import get_device
+    from latencykit.lut.measurements import load_set
     from latencykit.lut.predictors import PredictorError, get_predictor
     from latencykit.space import load_space
 
     if not get_predictor(predictor).requires_measurements:
         raise PredictorError(f"the {predictor} predictor is fit from the table alone; nothing to measure "
                              "(use it directly with --predictor)")
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
-    with progress_bar(not as_json) as task:
+    sp = load_space(space)
+    dev = device if load_set(device, sp) is not None else get_device(
+        device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
+    with progress_bar(not as_json and not isinstance(dev, str)) as task:
         model, path = fit_predictor(sp, dev, predictor, samples, seed, table_path,
                                     task(f"measure {samples} subnets twice"))
-    data = {"device": dev.name, "space": sp.name, **model.describe(), "path": str(path)}
-    emit(data, as_json, lambda d: f"fitted {d['label']} on {d['measurements']} whole-subnet measurements"
-         + (f" (leave-one-out RMSPE {d['loo_rmspe_pct']:.2f}%)" if "loo_rmspe_pct" in d else "")
-         + "; " + ", ".join(f"{f} {c:.3f}" for f, c in zip(d["features"], d["coefficients"]))
-         + f", intercept {d['intercept_ms']:+.3f} ms\nsaved to {d['path']}")
+    data = {"device": device, "space": sp.name, **model.describe(), "path": str(path)}
+
+    def render(d: dict) -> str:
+        if "cv" in d:
+            return (f"fitted {d['label']} ({d['model']}; references: {', '.join(d['references']) or 'none'})\n"
+                    f"cross-validated error on the {d['measurements']} measurements: {_cv_text(d['cv'])}\n"
+                    "candidates (leave-one-out RMSPE): "
+                    + ", ".join(f"{k} {v['rmspe_pct']:.1f}%" for k, v in d["candidates"].items())
+                    + f"\nsaved to {d['path']}")
+        return (f"fitted {d['label']} on {d['measurements']} whole-subnet measurements"
+                + (f" (leave-one-out RMSPE {d['loo_rmspe_pct']:.2f}%)" if "loo_rmspe_pct" in d else "")
+                + "; " + ", ".join(f"{f} {c:.3f}" for f, c in zip(d["features"], d["coefficients"]))
+                + f", intercept {d['intercept_ms']:+.3f} ms\nsaved to {d['path']}")
+
+    emit(data, as_json, render)
+
+
+@app.command("measure-set")
+def measure_set(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption,
+                serial: Optional[str] = SerialOption, benchmark_model: Optional[Path] = BenchmarkModelOption,
+                samples: int = typer.Option(10, min=1, max=10_000, help="Random whole architectures to measure."),
+                seed: int = typer.Option(2000, min=0, max=SEED_MAX, help="Seed of the architectures."),
+                as_json: bool = JsonOption) -> None:
+    """Measure k random whole architectures on a device and store them as its measurement set (what
+    `fit --predictor transfer` learns from)."""
+    from latencykit.api import measure_set as run
+    from latencykit.devices import get_device
+    from latencykit.space import load_space
+
+    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
+    with progress_bar(not as_json) as task:
+        found, path = run(sp, dev, samples, seed, task(f"measure {samples} architectures twice"))
+    s = {**found.summary(), "path": str(path)}
+    emit(s, as_json, lambda s: f"measured [bold]{s['count']}[/] whole architectures of {s['space']} on {s['device']} "
+         f"({s['min_ms']:.3g}-{s['max_ms']:.3g} ms, retest median {s['retest_median_pct']:.1f}%)\n"
+         f"measurement set: {s['path']}")
 
 
 @app.command()

@@ -16,7 +16,7 @@ app.add_typer(lut, name="lut")
 def _importers() -> list[str]:
     from latencykit.lut.importers import IMPORTERS
 
-    return IMPORTERS.names()
+    return [*IMPORTERS.names(), "measurements"]
 
 
 def _fillers() -> list[str]:
@@ -26,7 +26,9 @@ def _fillers() -> list[str]:
 
 
 @lut.command("import")
-def import_(importer: str = typer.Argument(..., callback=one_of(_importers), help="Table format (nn-meter)."),
+def import_(importer: str = typer.Argument(..., callback=one_of(_importers),
+                                           help="Table format (nn-meter), or `measurements` for a CSV of "
+                                           "whole-model latencies (`arch,ms` rows, or --column of a wide CSV)."),
             file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True, callback=non_empty_file,
                                         help="The published table file."),
             device: str = typer.Option(..., "--device", "-d", help="Name of the phone the table was measured on."),
@@ -34,11 +36,28 @@ def import_(importer: str = typer.Argument(..., callback=one_of(_importers), hel
             out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file (default: the device's table path)."),
             fill: Optional[str] = typer.Option(None, "--fill", callback=one_of(_fillers), help="Layer predictor that fills missing layers, e.g. `layer` "
                                                "(marked predicted); without it missing layers are refused."),
+            column: Optional[str] = typer.Option(None, "--column", help="measurements: the CSV column of this "
+                                                 "device's latencies (default: `ms`)."),
             as_json: bool = JsonOption) -> None:
-    """Convert a published per-block latency file into the device's table for a space."""
+    """Convert a published per-block latency file into the device's table for a space, or import a CSV of
+    whole-model latencies as the device's measurement set."""
+    from latencykit.errors import LatencykitError
     from latencykit.lut.importers import FILLERS, write_import
     from latencykit.space import load_space
 
+    if column is not None and importer != "measurements":
+        raise LatencykitError(f"--column is for `lut import measurements`, not {importer}")
+    if importer == "measurements":
+        from latencykit.lut.measurements import import_set
+
+        found, path = import_set(file, device, load_space(space), column, out)
+        s = {**found.summary(), "path": str(path)}
+        emit(s, as_json, lambda s: (
+            f"imported [bold]{s['count']}[/] whole-model latencies of {s['space']} on {s['device']} "
+            f"(column {s['column']!r}, {s['min_ms']:.3g}-{s['max_ms']:.3g} ms, median {s['median_ms']:.3g})\n"
+            f"file sha256 {s['sha256']}\nmeasurement set: {s['path']}\n"
+            f"next: latencykit fit --predictor transfer --device {s['device']} --space {s['space']}"))
+        return
     filler = FILLERS.get(fill)() if fill else None
     result = write_import(importer, file, device, load_space(space), out, filler, fill or "")
     s = result.summary()

@@ -156,6 +156,12 @@ IMPORTERS.add("nn-meter", Importer(
 _DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def check_device_name(device: str) -> str:
+    if not _DEVICE_NAME.fullmatch(device):
+        raise LatencykitError(f"device name {device!r} must be letters, digits, '.', '_' or '-'")
+    return device
+
+
 def coverage(entries: Mapping[str, float], space: SearchSpace, key: Callable[[LayerSpec], str | None]) -> Coverage:
     layers = space.distinct_layers()
     keys = [key(layer) for layer in layers]
@@ -171,8 +177,7 @@ def import_table(importer: str, file: str | Path, device: str, space: SearchSpac
     Every distinct layer of the space must be in the file, or `fill` predicts the missing ones (rows
     marked source="predicted"); otherwise TableError names how many are missing and the first few.
     """
-    if not _DEVICE_NAME.fullmatch(device):
-        raise LatencykitError(f"device name {device!r} must be letters, digits, '.', '_' or '-'")
+    check_device_name(device)
     imp, path = IMPORTERS.get(importer), Path(file)
     entries = imp.read(path)
     cov = coverage(entries, space, imp.key)

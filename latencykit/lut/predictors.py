@@ -443,6 +443,16 @@ class CalibratedSum(LinearOnFeatures):
         return {**super().state(), **getattr(self, "fit_info", {})}
 
 
+def _transfer(**settings) -> Predictor:
+    """Few-shot transfer from other devices' measurement sets (latencykit.lut.transfer)."""
+    from latencykit.registry import load_object
+
+    return load_object("latencykit.lut.transfer:TransferPredictor")(**settings)
+
+
+PREDICTORS.add("transfer", _transfer)
+
+
 # ----- which predictor answers --------------------------------------------------------------------
 
 def table_predictor_name(table: LatencyTable) -> str:
@@ -459,11 +469,15 @@ def resolve_predictor(name: str, space: SearchSpace, table: LatencyTable, table_
     it. `auto` is `calibrated` where either exists, else the table's own sum (`isolated` or `removal`).
     """
     if name == "auto":
-        candidates = ["calibrated"] if table.meta.mode != "removal" else []
+        candidates = (["calibrated"] if table.meta.mode in ("isolated", "imported") else []) + ["transfer"]
         for candidate in candidates:
-            if _calibration_set(table, space) is not None or (
+            if (candidate == "calibrated" and _calibration_set(table, space) is not None) or (
                     table_path is not None and predictor_path(table_path, candidate).is_file()):
                 return resolve_predictor(candidate, space, table, table_path)
+        if table.meta.mode == "measured":
+            raise PredictorError(f"{table.meta.device} is known only by whole-model measurements; fit a predictor "
+                                 f"on them: `latencykit fit --predictor transfer --device {table.meta.device} "
+                                 f"--space {space.name}`")
         return get_predictor(table_predictor_name(table)).fit(space, table)
     predictor = get_predictor(name, **settings)
     if not predictor.requires_measurements:

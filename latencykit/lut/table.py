@@ -71,7 +71,7 @@ class LatencyTable:
     @classmethod
     def from_entries(cls, meta: TableMeta, specs: Iterable[LayerSpec], stats: Iterable[dict]) -> "LatencyTable":
         records = [{"key": s.key, **asdict(s), **st} for s, st in zip(specs, stats)]
-        df = pd.DataFrame.from_records(records)
+        df = pd.DataFrame.from_records(records, columns=None if records else ["key", *SPEC_COLUMNS, "latency_ms"])
         for col in STAT_COLUMNS:
             if col not in df:
                 df[col] = {"source": "measured", "method": meta.mode}.get(col, float("nan"))

@@ -105,16 +105,17 @@ def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Ar
     return list(seen)
 
 
-def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable,
+def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable | None,
                   protocol: Protocol = WHOLE_MODEL_PROTOCOL, cache: ExportCache | None = None,
                   progress: Progress | None = None) -> Measurements:
-    """Measure whole models twice; express each as ratio to the reference times the table's reference ms."""
+    """Measure whole models twice; express each as ratio to the reference times the table's reference ms
+    (without a table: the reference block measured now, so the figures are plain drift-corrected ms)."""
     require(device)
     cache = cache or default_cache()
     files = {str(i): export_network(space.layers(a), cache, device.format) for i, a in enumerate(archs)}
     reference = export_reference(cache, device.format)
-    scale = table.meta.reference.get("ms")
-    if not scale:
+    scale = table.meta.reference.get("ms") if table is not None else None
+    if table is not None and not scale:
         raise TableError(f"the {table.meta.device} table ({table.meta.mode}) has no reference block, so subnets "
                          "measured now cannot be put on its scale; validate a table latencykit profiled")
     passes = []
@@ -128,10 +129,11 @@ def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], tab
 
         passes.append(measure_models(device, files, reference, protocol, None, step))
     keys = list(files)
+    ref_now = (passes[0][REF_KEY].latency_ms + passes[1][REF_KEY].latency_ms) / 2
+    scale = scale or ref_now
     first = np.array([passes[0][k].ratio for k in keys]) * scale
     second = np.array([passes[1][k].ratio for k in keys]) * scale
     raw = np.array([(passes[0][k].raw_ms + passes[1][k].raw_ms) / 2 for k in keys])
-    ref_now = (passes[0][REF_KEY].latency_ms + passes[1][REF_KEY].latency_ms) / 2
     return Measurements(list(archs), first, second, raw, ref_now)
 
 

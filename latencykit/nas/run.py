@@ -72,15 +72,16 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
                    progress: Callable[[str], None] | None = None, predictor: str = "auto") -> list[DeviceResult]:
     """One search per device (each through its own table), the same accuracy signal, shared scores."""
     from latencykit.devices import DEVICES
+    from latencykit.lut.measurements import table_for
     from latencykit.lut.predictors import resolve_predictor
-    from latencykit.lut.table import default_path, load_table
+    from latencykit.lut.table import default_path
     from latencykit.nas.proxies import get_signal
 
     if not devices:
         raise LatencykitError("give at least one --device")
     tables, predictors = {}, {}
     for d in devices:  # fail early, before any accuracy evaluation, on a missing table or predictor
-        tables[d] = load_table(d, space) if budget.latency_ms is not None else _maybe_table(d, space)
+        tables[d] = table_for(d, space) if budget.latency_ms is not None else _maybe_table(d, space)
         if tables[d] is not None:
             predictors[d] = resolve_predictor(predictor, space, tables[d], default_path(d, space.name))
         else:
@@ -107,7 +108,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
             if progress:
                 progress(f"measuring the chosen subnet on {d}")
             dr.measured = _measure(space, d, r.best.arch, t, r.best.latency_ms)
-        dr.files["arch"] = str(atomic_write_text(out / f"{d}.arch.json", r.best.arch.to_json() + "\n"))
+        dr.files["arch"] = str(atomic_write_text(out / f"{d}.arch.json", r.best.arch.to_text() + "\n"))
         dr.files["result"] = str(atomic_write_text(out / f"{d}.json", json.dumps(dr.to_dict(), indent=1, default=str)))
         results.append(dr)
     plot = pareto_plot(results, out / "pareto.png")
@@ -118,10 +119,10 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
 
 def _maybe_table(device: str, space: SearchSpace):
     from latencykit.errors import TableError
-    from latencykit.lut.table import load_table
+    from latencykit.lut.measurements import table_for
 
     try:
-        return load_table(device, space)
+        return table_for(device, space)
     except TableError:
         return None
 
