@@ -69,11 +69,10 @@ def test_an_unreachable_cell_is_valid_and_computes_a_constant(nb) -> None:
 def test_whole_network_exports_to_onnx_and_runs(nb, tmp_path: Path) -> None:
     import onnxruntime as ort
 
-    from latencykit.export import ExportCache
-    from latencykit.lut.validate import export_model
+    from latencykit.export import ExportCache, export_network
 
     arch = nb.validate(Arch.from_json(CELL))
-    path = export_model(nb, arch, ExportCache(tmp_path), "onnx")
+    path = export_network(nb.layers(arch), ExportCache(tmp_path), "onnx")
     x = torch.randn(1, 3, 32, 32)
     torch.manual_seed(0)
     out = ort.InferenceSession(str(path)).run(None, {"input0": x.numpy()})[0]
