@@ -77,8 +77,11 @@ def set_path(device: str, space: str) -> Path:
     return home() / "measurements" / device / f"{space}.json"
 
 
-def read_set(path: Path, space: SearchSpace) -> MeasurementSet:
-    """A stored set, refused when it is not one or was made for another space (or version of it)."""
+def read_set(path: Path, space: SearchSpace, parsed: dict[str, Arch] | None = None) -> MeasurementSet:
+    """A stored set, refused when it is not one or was made for another space (or version of it).
+
+    `parsed` maps architecture texts already parsed and validated to their Arch: sets of one space
+    share most architectures, so reading many of them parses each only once."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -94,7 +97,9 @@ def read_set(path: Path, space: SearchSpace) -> MeasurementSet:
         raise MeasurementError(f"{path} was made for space {doc.get('space')!r} (digest {doc.get('space_digest')}), "
                                f"not {space.name!r} ({space.digest}): import it again")
     try:
-        archs = tuple(space.validate(Arch.from_json(a)) for a in doc["archs"])
+        parsed = {} if parsed is None else parsed
+        archs = tuple(parsed[a] if a in parsed else parsed.setdefault(a, space.validate(Arch.from_json(a)))
+                      for a in doc["archs"])
         return MeasurementSet(str(doc["device"]), space.name, space.digest, archs,
                               np.asarray(doc["latency_ms"], dtype=float), dict(doc.get("provenance") or {}),
                               str(doc.get("created", "")))
@@ -112,7 +117,8 @@ def other_sets(device: str, space: SearchSpace) -> list[MeasurementSet]:
     """Every other device's stored set for `space`, by device name."""
     root = home() / "measurements"
     paths = sorted(root.glob(f"*/{space.name}.json")) if root.is_dir() else []
-    return [read_set(p, space) for p in paths if p.parent.name != device]
+    parsed: dict[str, Arch] = {}
+    return [read_set(p, space, parsed) for p in paths if p.parent.name != device]
 
 
 # ----- importing a CSV ----------------------------------------------------------------------------
