@@ -48,6 +48,9 @@ def search_command(
         coarse_samples: int = typer.Option(20_000, min=1, max=10_000_000,
                                            help="Architectures sampled in the coarse stage."),
         seed: int = typer.Option(0, min=0, max=SEED_MAX),
+        margin: bool = typer.Option(True, "--margin/--no-margin", help="Search within the latency budget less "
+                                    "the predictor's expected error (1.645 x its held-out RMSPE), so the chosen "
+                                    "subnet meets the budget when measured with 95% confidence."),
         measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
                                      "device can measure (host, host-litert, an attached phone)."),
         out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
@@ -64,7 +67,7 @@ def search_command(
                           coarse_samples=coarse_samples, seed=seed)
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     results = search(sp, list(device), budget, proxy, config, out, measure, str(checkpoint) if checkpoint else None,
-                     predictor, say)
+                     predictor, margin, say)
     data = [dr.to_dict() for dr in results]
     if as_json:
         emit(data, True)
@@ -76,12 +79,15 @@ def search_command(
         b, m = dr.result.best, dr.measured
         meas = (f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
                 if m.get("status") == "measured" else m.get("status", "-").replace("not measured: ", "no: "))
-        rows.append([d["device"], f"{b.latency_ms:.2f}", meas, f"{b.params / 1e6:.2f}", f"{b.flops / 1e6:.0f}",
-                     f"{b.score:.4g}", d["accuracy_evaluations"], dr.files["arch"]])
-    console.print(table(f"{sp.name}: {r0.method} search, {r0.budget.describe()}, {r0.signal} {kind}, "
+        c = d["config"]
+        margin_text = ("-" if budget.latency_ms is None else f"{c['margin_pct']:.1f}%" if c.get("margin_pct")
+                       else "none" if not margin else "none (error unknown)")
+        rows.append([d["device"], f"{b.latency_ms:.2f}", margin_text, meas, f"{b.params / 1e6:.2f}",
+                     f"{b.flops / 1e6:.0f}", f"{b.score:.4g}", d["accuracy_evaluations"], dr.files["arch"]])
+    console.print(table(f"{sp.name}: {r0.method} search, {budget.describe()}, {r0.signal} {kind}, "
                         f"latency predicted by {', '.join(sorted({str(d['config']['predictor']) for d in data}))}",
-                        ["device", "latency ms (predicted)", "latency ms (measured)", "params M", "MFLOPs",
-                         f"{r0.signal}", "evaluations", "arch file"], rows))
+                        ["device", "latency ms (predicted)", "budget margin", "latency ms (measured)", "params M",
+                         "MFLOPs", f"{r0.signal}", "evaluations", "arch file"], rows))
     cols, change_rows = arch_changes({dr.result.device: dr.result.best.arch for dr in results})
     console.print(table("chosen architecture per device (* = differs)", cols, change_rows))
     stage_rows = [[dr.result.device, s.name, f"{s.seconds:.2f}", s.table_evaluations, s.accuracy_evaluations]

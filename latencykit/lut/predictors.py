@@ -150,10 +150,23 @@ class Predictor:
         """What answered, as printed beside every prediction: `isolated`, `calibrated(n=20)`."""
         return f"{self.name}(n={self.measurements})" if self.requires_measurements else self.name
 
+    @property
+    def expected_error_pct(self) -> float | None:
+        """The RMSPE (%) to expect on subnets the predictor never saw: its leave-one-out error when it was
+        fit on whole models, else its error on the whole subnets measured with the table (which it did
+        not see); None when nothing measured tells."""
+        if self.measured is not None:
+            return None
+        found = _calibration_set(self.table, self.space)
+        if found is None:
+            return None
+        err = (self.predict_many(list(found.archs)) - found.latency_ms) / found.latency_ms
+        return float(np.sqrt(np.mean(err**2)) * 100) if np.isfinite(err).all() else None
+
     def describe(self) -> dict:
-        """The predictor's name, label and fitted numbers, for `show` and `--json`."""
+        """The predictor's name, label, expected error and fitted numbers, for `show` and `--json`."""
         return {"predictor": self.name, "label": self.label, "measurements": self.measurements,
-                "settings": self.settings(), **self.state()}
+                "expected_error_pct": self.expected_error_pct, "settings": self.settings(), **self.state()}
 
     # -- persistence (JSON only) -------------------------------------------------------------------
     def state(self) -> dict:
@@ -441,6 +454,14 @@ class CalibratedSum(LinearOnFeatures):
 
     def state(self) -> dict:
         return {**super().state(), **getattr(self, "fit_info", {})}
+
+    def _restore(self, state: dict) -> None:
+        super()._restore(state)
+        self.fit_info = {k: state[k] for k in ("alpha", "loo_rmspe_pct", "n") if k in state}
+
+    @property
+    def expected_error_pct(self) -> float | None:
+        return self.fit_info.get("loo_rmspe_pct")
 
 
 def _transfer(**settings) -> Predictor:

@@ -225,6 +225,11 @@ class TransferPredictor(Predictor):
             design[:, -1] = 0.0
         return self.fitted.predict(design)
 
+    @property
+    def expected_error_pct(self) -> float | None:
+        """The leave-one-out RMSPE on the device's own k measurements."""
+        return self.fitted.cv.get("rmspe_pct")
+
     def state(self) -> dict:
         f = self.fitted
         return {"model": f.model, "features": self.feature_names(), "coefficients": [float(c) for c in f.coef],

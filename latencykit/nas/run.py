@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -67,10 +67,26 @@ def _measure(space: SearchSpace, device: str, arch: Arch, table, predicted_ms: f
             "error_pct": (predicted_ms - measured) / measured * 100, "raw_ms": float(m.raw_ms[0])}
 
 
+MARGIN_Z = 1.645
+"""A latency budget is met with 95% confidence (one-sided, normal errors) when the prediction times
+(1 + MARGIN_Z x the predictor's held-out RMSPE) stays within it."""
+
+
+def budget_margin_pct(predictor, margin: bool = True) -> tuple[float, float | None]:
+    """(margin %, expected error %) for searching under a latency budget through `predictor`: no
+    margin when switched off or when nothing measured tells how far the predictor can be trusted."""
+    err = predictor.expected_error_pct if predictor is not None else None
+    return (MARGIN_Z * err if margin and err else 0.0), err
+
+
 def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signal_name: str,
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
-                   progress: Callable[[str], None] | None = None, predictor: str = "auto") -> list[DeviceResult]:
-    """One search per device (each through its own table), the same accuracy signal, shared scores."""
+                   progress: Callable[[str], None] | None = None, predictor: str = "auto",
+                   margin: bool = True) -> list[DeviceResult]:
+    """One search per device (each through its own predictor), the same accuracy signal, shared scores.
+
+    With `margin`, a latency budget is searched with the predictor's expected error taken off (see
+    MARGIN_Z), so a chosen subnet meets the budget when measured, not only when predicted."""
     from latencykit.devices import DEVICES
     from latencykit.lut.measurements import table_for
     from latencykit.lut.predictors import resolve_predictor
@@ -101,8 +117,14 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
             progress(f"searching {space.name} on {d}")
         t = tables[d]
         latency = predictors[d].predict_genes if t is not None else None
-        r = search(space, score, budget, latency, config, d, signal.name, signal.kind)
+        margin_pct, err = budget_margin_pct(predictors.get(d), margin)
+        within = budget if budget.latency_ms is None or not margin_pct else replace(
+            budget, latency_ms=budget.latency_ms / (1 + margin_pct / 100))
+        r = search(space, score, within, latency, config, d, signal.name, signal.kind)
         r.config["predictor"] = predictors[d].label if t is not None else None
+        if budget.latency_ms is not None:
+            r.config.update(latency_budget_ms=budget.latency_ms, margin_pct=round(margin_pct, 2),
+                            expected_error_pct=err, searched_within_ms=within.latency_ms)
         dr = DeviceResult(r)
         if measure and t is not None:
             if progress:
