@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from latencykit.version import __version__
 
-_API = ("load_space", "get_device", "profile", "load_table", "get_predictor", "predictor_for", "fit_predictor",
-        "predict", "measure_subnets", "validate", "search", "export_subnet", "Prediction", "Budget", "SearchConfig")
+_API = ("Budget", "SearchConfig", "Prediction", "describe_table", "export_subnet", "fit_predictor", "get_device",
+        "get_predictor", "list_devices", "load_space", "load_table", "measure_set", "measure_subnets", "predict",
+        "predict_many", "predictor_for", "profile", "read_archs", "search", "validate")
 __all__ = ["__version__", *_API]
 
 

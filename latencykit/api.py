@@ -77,6 +77,41 @@ def predictor_for(device: str, space: SearchSpace, predictor: str = "auto",
     return resolve_predictor(predictor, space, table, table_path or default_path(device, space.name))
 
 
+def list_devices() -> list[dict]:
+    """Each registered device (whether it can measure now, or why not) and each device known only by
+    its tables, with the spaces it has tables for."""
+    from latencykit.devices import DEVICES
+
+    rows = []
+    for name in DEVICES.names():
+        dev = get_device(name)
+        status = dev.check()
+        tables = sorted(p.stem for p in default_path(name, "x").parent.glob("*.parquet"))
+        rows.append({"device": name, "format": dev.format, "available": status.ok, "reason": status.reason,
+                     "tables": tables})
+        if tables and not status.ok:  # a catalogued phone known by its (imported) tables: say so first
+            rows[-1].update(reason="table only, no device attached", check=status.reason)
+    known = {r["device"] for r in rows}
+    root = default_path("x", "x").parent.parent
+    for folder in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in known):
+        tables = sorted(p.stem for p in folder.glob("*.parquet"))
+        if tables:
+            rows.append({"device": folder.name, "format": "-", "available": False,
+                         "reason": "table only, no device attached", "tables": tables})
+    return rows
+
+
+def describe_table(device: str, space: SearchSpace, table_path: Path | None = None) -> dict:
+    """A table's summary, provenance and entries (costliest first), and the predictor `auto` picks for
+    it with its coefficients and held-out error."""
+    table = load_table(device, space, table_path)
+    rows = table.rows.sort_values("latency_ms", ascending=False)
+    model = resolve_predictor("auto", space, table, table_path or default_path(device, space.name))
+    return {**table.summary(), "device_info": table.meta.device_info, "protocol": table.meta.protocol,
+            "provenance": table.meta.provenance, "predictor": model.describe(),
+            "entries_ms": rows[["key", "latency_ms", "q1_ms", "q3_ms", "cv", "runs", "source"]].to_dict("records")}
+
+
 def predict(space: SearchSpace, arch: Arch, device: str, predictor: str = "auto",
             table_path: Path | None = None) -> Prediction:
     """An architecture's latency on a device, predicted from its table."""
@@ -199,5 +234,5 @@ def export_subnet(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoin
     return export_arch(space, arch, fmt, out, checkpoint)
 
 
-__all__ = ["Budget", "SearchConfig", "Prediction", "fit_predictor", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
+__all__ = ["Budget", "SearchConfig", "describe_table", "list_devices", "Prediction", "fit_predictor", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
            "measure_subnets", "predict", "predictor_for", "profile", "search", "export_subnet", "validate"]

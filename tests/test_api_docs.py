@@ -21,3 +21,11 @@ def test_api_page_runs_as_written(home: Path) -> None:
     assert lines[3].endswith(" isolated") and lines[4].startswith("calibrated(n=6)")
     assert lines[5] == "isolated"  # no calibration stored with the table and no fitted file: the plain sum
     assert lines[-2:] == ["True", "True"]
+
+
+def test_the_package_exports_the_whole_api() -> None:
+    import latencykit
+    from latencykit import api
+
+    assert set(latencykit._API) == set(api.__all__)
+    assert all(getattr(latencykit, name) is getattr(api, name) for name in api.__all__)

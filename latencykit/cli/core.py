@@ -45,25 +45,9 @@ def progress_bar(enabled: bool) -> Iterator:
 @app.command()
 def devices(as_json: bool = JsonOption) -> None:
     """Each device, whether it can measure now, or exactly why not."""
-    from latencykit.devices import DEVICES, get_device
-    from latencykit.lut.table import default_path
+    from latencykit.api import list_devices
 
-    rows = []
-    for name in DEVICES.names():
-        dev = get_device(name)
-        status = dev.check()
-        tables = sorted(p.stem for p in default_path(name, "x").parent.glob("*.parquet"))
-        rows.append({"device": name, "format": dev.format, "available": status.ok, "reason": status.reason,
-                     "tables": tables})
-        if tables and not status.ok:  # a catalogued phone known by its (imported) tables: say so first
-            rows[-1].update(reason="table only, no device attached", check=status.reason)
-    known = {r["device"] for r in rows}
-    root = default_path("x", "x").parent.parent
-    for folder in sorted(p for p in root.glob("*") if p.is_dir() and p.name not in known):
-        tables = sorted(p.stem for p in folder.glob("*.parquet"))
-        if tables:
-            rows.append({"device": folder.name, "format": "-", "available": False,
-                         "reason": "table only, no device attached", "tables": tables})
+    rows = list_devices()
     emit(rows, as_json, lambda rs: table("devices", ["device", "format", "status", "tables"], [
         [r["device"], r["format"], "available" if r["available"] else r["reason"], ", ".join(r["tables"]) or "-"]
         for r in rs]))
@@ -130,22 +114,25 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
 def show(device: str = DeviceOption, space: str = SpaceOption, table_path: Optional[Path] = TableOption,
          top: int = typer.Option(10, min=1, help="How many of the costliest entries to list."),
          as_json: bool = JsonOption) -> None:
-    """A table's provenance and its costliest entries."""
-    from latencykit.lut.table import load_table
+    """A table's provenance, its costliest entries, and the predictor that answers by default."""
+    from latencykit.api import describe_table
     from latencykit.space import load_space
 
-    t = load_table(device, load_space(space), table_path)
-    rows = t.rows.sort_values("latency_ms", ascending=False)
-    data = {**t.summary(), "device_info": t.meta.device_info, "protocol": t.meta.protocol,
-            "provenance": t.meta.provenance,
-            "entries_ms": rows[["key", "latency_ms", "q1_ms", "q3_ms", "cv", "runs", "source"]].to_dict("records")}
+    data = describe_table(device, load_space(space), table_path)
 
     def render(d: dict):
         head = table(f"{d['device']} / {d['space']}: {d['entries']} entries ({d['mode']}), sum {d['total_ms']:.2f} ms",
                      ["layer", "latency ms", "IQR ms", "CV", "runs", "source"],
                      [[r["key"], f"{r['latency_ms']:.4f}", f"{r['q1_ms']:.4f}-{r['q3_ms']:.4f}",
                        f"{r['cv']:.3f}", r["runs"], r["source"]] for r in d["entries_ms"][:top]])
-        head.caption = f"{d['device_info'].get('runtime', '')} {d['device_info'].get('cpu', '')}; created {d['created']}"
+        p = d["predictor"]
+        err = p.get("expected_error_pct")
+        coef = ", ".join(f"{f} {c:.3f}" for f, c in zip(p.get("features", []), p.get("coefficients", [])))
+        head.caption = (f"{d['device_info'].get('runtime', '')} {d['device_info'].get('cpu', '')}; created {d['created']}"
+                        f"\ndefault predictor: {p['label']}"
+                        + (f" ({coef}; intercept {p['intercept_ms']:+.3f} ms)" if coef else "")
+                        + (f"; held-out error RMSPE {err:.2f}%" if err is not None else
+                           "; held-out error unknown (no whole subnets measured with this table)"))
         return head
 
     emit(data, as_json, render)
