@@ -1,4 +1,11 @@
-"""Build a device's lookup table for a space: export every distinct layer, measure, write."""
+"""Build a device's lookup table for a space: export every distinct layer, measure, write.
+
+In the same interleaved rounds as the layers, `profile` measures an almost empty model (the runtime's
+per-call overhead) and a calibration set of whole subnets chosen to span the space. A whole model pays
+the call overhead once, a sum of isolated entries once per layer: so each entry is stored without it
+and the table's `overhead_ms` adds it back once. The calibration set is stored in the table's metadata,
+on the table's scale, for a calibrated predictor to fit on (`LatencyTable.calibration_set`).
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,11 @@ from pathlib import Path
 from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache
 from latencykit.layers import LayerSpec
-from latencykit.lut.protocol import REF_KEY, REFERENCE, Journal, Progress, Protocol, export_layer, measure_models
+from latencykit.lut.calibration import SELECTION, select_calibration
+from latencykit.lut.protocol import (CALL_KEY, REF_KEY, REFERENCE, Journal, Progress, Protocol, Stats, export_call,
+                                     export_layer, measure_models)
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
+from latencykit.lut.validate import export_model
 from latencykit.space import SearchSpace
 
 
@@ -38,13 +48,24 @@ def export_all(layers: list[LayerSpec], cache: ExportCache, fmt: str,
     return files
 
 
+def without_call(stats: Stats, call_ms: float, reference_ms: float) -> dict:
+    """An entry's statistics less the runtime's per-call overhead (raw_ms stays as measured)."""
+    d = stats.to_dict()
+    for k in ("latency_ms", "q1_ms", "q3_ms"):
+        d[k] = d[k] - call_ms
+    d["ratio"] = d["latency_ms"] / reference_ms
+    return d
+
+
 def profile(space: SearchSpace, device: Device, path: Path | None = None, protocol: Protocol = Protocol(),
             cache: ExportCache | None = None, export_progress: Progress | None = None,
-            progress: Progress | None = None) -> ProfileResult:
+            progress: Progress | None = None, calibrate: int = 20, calibration_seed: int = 0) -> ProfileResult:
     """Measure every distinct layer of `space` on `device` (isolated mode) and write the table.
 
+    `calibrate` whole subnets (0: none) are measured in the same rounds and stored with the table.
     Resumes from `<path>.journal` when a previous run with the same settings was interrupted.
     """
+
     start = time.perf_counter()
     require(device)
     cache = cache or default_cache()
@@ -52,19 +73,29 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
     layers = space.distinct_layers()
     files = export_all(layers, cache, device.format, export_progress)
     reference = export_layer(REFERENCE, cache, device.format)
+    archs = select_calibration(space, calibrate, calibration_seed)
+    models = {**files, CALL_KEY: export_call(cache, device.format),
+              **{f"subnet{i}": export_model(space, a, cache, device.format) for i, a in enumerate(archs)}}
     header = {"device": device.name, "space": space.name, "digest": space.digest,
-              "protocol": protocol.to_dict(),
-              "layers": hashlib.sha256("|".join(files).encode()).hexdigest()[:16]}
+              "protocol": protocol.to_dict(), "calibration": {"n": len(archs), "seed": calibration_seed},
+              "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
     journal = Journal(path.with_name(path.name + ".journal"), header)
     resumed = len(journal.rounds)
-    stats = measure_models(device, files, reference, protocol, journal, progress)
-    ref = stats[REF_KEY]
+    stats = measure_models(device, models, reference, protocol, journal, progress)
+    ref, call = stats[REF_KEY], stats[CALL_KEY]
+    calibration = {"archs": [a.to_dict() for a in archs],
+                   "measured_ms": [stats[f"subnet{i}"].latency_ms for i in range(len(archs))],
+                   "ratio": [stats[f"subnet{i}"].ratio for i in range(len(archs))],
+                   "seed": calibration_seed, "selection": SELECTION} if archs else {}
     meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="isolated",
                      device_info=device.describe(), protocol=protocol.to_dict(),
                      reference={"key": REFERENCE.key, "ms": ref.latency_ms, "cv": ref.cv, "runs": ref.runs},
-                     provenance={"measured_by": "latencykit", "seconds": round(time.perf_counter() - start, 1)})
-    table = LatencyTable.from_entries(meta, layers, [{**stats[l.key].to_dict(), "source": "measured",
-                                                      "method": "isolated"} for l in layers])
+                     provenance={"measured_by": "latencykit", "seconds": round(time.perf_counter() - start, 1),
+                                 "call_overhead": {"ms": call.latency_ms, "cv": call.cv, "runs": call.runs,
+                                                   "note": "subtracted from every entry, added once as overhead_ms"}},
+                     overhead_ms=call.latency_ms, calibration=calibration)
+    table = LatencyTable.from_entries(meta, layers, [{**without_call(stats[l.key], call.latency_ms, ref.latency_ms),
+                                                      "source": "measured", "method": "isolated"} for l in layers])
     table.write(path)
     journal.remove()
     return ProfileResult(table, path, time.perf_counter() - start, resumed)
