@@ -97,6 +97,7 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
             benchmark_model: Optional[str] = BenchmarkModelOption,
             out: Optional[Path] = typer.Option(None, "--out", help="Table file to write."),
             rounds: int = typer.Option(15, help="Interleaved measurement rounds."),
+            calibrate: int = typer.Option(20, help="Whole subnets measured in the same rounds to calibrate the table (0: none)."),
             mode: str = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
                                      "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
             as_json: bool = JsonOption) -> None:
@@ -114,7 +115,7 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
     with progress_bar(not as_json) as task:
         if mode == "isolated":
             result = run(sp, dev, out, Protocol(rounds=rounds), export_progress=task("export"),
-                         progress=task(f"measure on {dev.name}"))
+                         progress=task(f"measure on {dev.name}"), calibrate=calibrate)
         else:
             result = profile_removal(sp, dev, out, Protocol(rounds=rounds), progress=task(f"isolated on {dev.name}"),
                                      reference_progress=task("reference subnets"))

@@ -31,7 +31,8 @@ FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, 
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory, tiny) -> LatencyTable:
     folder = tmp_path_factory.mktemp("tiny-table")
-    result = profile(tiny, get_device("host"), folder / "tiny.parquet", FAST, ExportCache(folder / "exports"))
+    result = profile(tiny, get_device("host"), folder / "tiny.parquet", FAST, ExportCache(folder / "exports"),
+                     calibrate=4)
     assert result.path.exists() and result.resumed_rounds == 0
     return result.table
 
@@ -64,12 +65,41 @@ def test_predictor_sums_the_entries_and_scores_batches(tiny, tiny_table) -> None
     pred = TablePredictor(tiny_table, tiny)
     for seed in range(10):
         arch = tiny.sample(seed)
-        by_hand = sum(tiny_table.latency(l) for l in tiny.layers(arch))
+        by_hand = sum(tiny_table.latency(l) for l in tiny.layers(arch)) + tiny_table.meta.overhead_ms
         assert pred.predict(arch) == pytest.approx(by_hand, rel=1e-12)
     genes = tiny.sample_genes(1000, 0)
     batch = pred.predict_genes(genes)
     assert batch.shape == (1000,) and np.isfinite(batch).all()
     assert batch[3] == pytest.approx(pred.predict(tiny.decode(genes[3])))
+
+
+def test_call_overhead_is_measured_and_counted_once(tiny_table) -> None:
+    meta, rows = tiny_table.meta, tiny_table.rows
+    call = meta.provenance["call_overhead"]
+    assert meta.overhead_ms == call["ms"] and 0 < meta.overhead_ms < meta.reference["ms"]
+    assert call["runs"] >= FAST.rounds
+    assert (rows["latency_ms"] > 0).all()
+
+
+def test_calibration_set_is_measured_in_the_same_rounds(tiny, tiny_table) -> None:
+    archs, ms = tiny_table.calibration_set(tiny)
+    assert len(archs) == len(set(archs)) == 4 and ms.shape == (4,)
+    assert archs[0] == tiny.smallest() and archs[1] == tiny.largest()
+    assert ms[1] > ms[0] > 0
+    cal = tiny_table.meta.calibration
+    assert np.allclose(np.array(cal["ratio"]) * tiny_table.meta.reference["ms"], ms)
+    assert cal["seed"] == 0 and cal["selection"]
+    # the whole subnets and the sum of their entries agree to within context effects, not to within a factor
+    table_sums = np.array([sum(tiny_table.latency(l) for l in tiny.layers(a)) for a in archs])
+    assert np.all((ms / table_sums > 0.5) & (ms / table_sums < 2))
+
+
+def test_a_table_without_calibration_says_so(tiny_table, tmp_path) -> None:
+    from dataclasses import replace
+
+    bare = LatencyTable(replace(tiny_table.meta, calibration={}), tiny_table.rows.reset_index(drop=True))
+    again = LatencyTable.read(bare.write(tmp_path / "bare.parquet"))
+    assert again.calibration_set(load_space(TINY)) is None
 
 
 def test_table_is_refused_for_another_space_or_device(tiny_table) -> None:
