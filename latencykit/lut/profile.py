@@ -1,10 +1,11 @@
 """Build a device's lookup table for a space: export every distinct layer, measure, write.
 
-In the same interleaved rounds as the layers, `profile` measures an almost empty model (the runtime's
-per-call overhead) and a calibration set of whole subnets chosen to span the space. A whole model pays
-the call overhead once, a sum of isolated entries once per layer: so each entry is stored without it
-and the table's `overhead_ms` adds it back once. The calibration set is stored in the table's metadata,
-on the table's scale, for a calibrated predictor to fit on (`LatencyTable.calibration_set`).
+In the same interleaved rounds as the layers, `profile` measures a calibration set of whole subnets
+chosen to span the space, stored in the table's metadata on the table's scale for a calibrated
+predictor to fit on (`LatencyTable.calibration_set`), and an almost empty model: the runtime's
+per-call overhead, recorded in the provenance. Entries keep it: subtracting it (a sum of N entries pays
+it N times, a whole model once) moved the isolated sum's bias the wrong way by about 1% in every
+session of benchmarks/bias.py, since whole subnets cost a few % more than their isolated layers.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from latencykit.devices import Device, require
 from latencykit.export import ExportCache, default_cache
 from latencykit.layers import LayerSpec
 from latencykit.lut.calibration import SELECTION, select_calibration
-from latencykit.lut.protocol import (CALL_KEY, REF_KEY, REFERENCE, Journal, Progress, Protocol, Stats, export_call,
+from latencykit.lut.protocol import (CALL_KEY, REF_KEY, REFERENCE, Journal, Progress, Protocol, export_call,
                                      export_layer, measure_models)
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.lut.validate import export_model
@@ -46,15 +47,6 @@ def export_all(layers: list[LayerSpec], cache: ExportCache, fmt: str,
         if progress:
             progress(i + 1, len(layers))
     return files
-
-
-def without_call(stats: Stats, call_ms: float, reference_ms: float) -> dict:
-    """An entry's statistics less the runtime's per-call overhead (raw_ms stays as measured)."""
-    d = stats.to_dict()
-    for k in ("latency_ms", "q1_ms", "q3_ms"):
-        d[k] = d[k] - call_ms
-    d["ratio"] = d["latency_ms"] / reference_ms
-    return d
 
 
 def profile(space: SearchSpace, device: Device, path: Path | None = None, protocol: Protocol = Protocol(),
@@ -91,11 +83,10 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
                      device_info=device.describe(), protocol=protocol.to_dict(),
                      reference={"key": REFERENCE.key, "ms": ref.latency_ms, "cv": ref.cv, "runs": ref.runs},
                      provenance={"measured_by": "latencykit", "seconds": round(time.perf_counter() - start, 1),
-                                 "call_overhead": {"ms": call.latency_ms, "cv": call.cv, "runs": call.runs,
-                                                   "note": "subtracted from every entry, added once as overhead_ms"}},
-                     overhead_ms=call.latency_ms, calibration=calibration)
-    table = LatencyTable.from_entries(meta, layers, [{**without_call(stats[l.key], call.latency_ms, ref.latency_ms),
-                                                      "source": "measured", "method": "isolated"} for l in layers])
+                                 "call_overhead": {"ms": call.latency_ms, "cv": call.cv, "runs": call.runs}},
+                     calibration=calibration)
+    table = LatencyTable.from_entries(meta, layers, [{**stats[l.key].to_dict(), "source": "measured",
+                                                      "method": "isolated"} for l in layers])
     table.write(path)
     journal.remove()
     return ProfileResult(table, path, time.perf_counter() - start, resumed)
