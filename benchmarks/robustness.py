@@ -7,7 +7,10 @@ on the table's scale through the reference block (as `validate` does) and scores
 
 - `isolated`: the sum of the table's entries (plus its per-call overhead once);
 - `calibrated`: the same sums per layer group, calibrated on the table's calibration set
-  (latencykit.lut.calibration.fit_group_coefficients).
+  (latencykit.lut.calibration.fit_group_coefficients);
+- `calibrated, whole-model scale`: the same prediction, against the subnets put on the table's scale
+  through 5 of its calibration subnets (spread over FLOPs) re-measured in the session (median of now / then) instead of
+  through the reference block: whether a whole-model reference tracks session-to-session changes better.
 
 Run: python benchmarks/robustness.py [--sessions 3] [--subnets 30] [--quick]
 `--quick`: autovit-xxs on host only, 8 subnets per session. Writes benchmarks/results/robustness.md
@@ -30,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bias import machine_line, run_sessions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+RESCALE = 5
+"""Calibration subnets re-measured in each session for the whole-model scale."""
 CONFIGS = [("autovit-xxs", "host"), ("autovit-xs", "host"), ("autovit-s", "host"), ("autovit-xxs", "host-litert")]
 
 
@@ -69,7 +74,7 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
     from latencykit.devices import get_device
     from latencykit.lut.calibration import fit_group_coefficients
     from latencykit.lut.table import LatencyTable
-    from latencykit.lut.validate import Metrics, measure_archs, sample_archs
+    from latencykit.lut.validate import Measurements, Metrics, measure_archs, sample_archs
     from latencykit.space import load_space
 
     out = []
@@ -80,18 +85,25 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
         archs = sample_archs(space, subnets, seed=seed, exclude=calibration[0] if calibration else ())
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        m = measure_archs(space, device, archs, table)
+        pick = slice(0, None, max(1, len(calibration[0]) // RESCALE)) if calibration else slice(0)
+        anchors = list(calibration[0][pick])[:RESCALE] if calibration else []
+        both = measure_archs(space, device, archs + anchors, table)
+        n = len(archs)
+        m = Measurements(archs, both.first[:n], both.second[:n], both.raw_ms[:n], both.reference_ms_now)
         X = group_sums(space, table, archs)
         scores = {"isolated": Metrics.compare(X.sum(1) + table.meta.overhead_ms, m.measured)}
         fit = None
         if calibration:
             fit = fit_group_coefficients(group_sums(space, table, calibration[0]), calibration[1])
             scores[f"calibrated(n={fit.n})"] = Metrics.compare(fit.predict(X), m.measured)
+            rescale = float(np.median(calibration[1][pick][:RESCALE] / both.measured[n:]))
+            scores[f"calibrated(n={fit.n}), whole-model scale"] = Metrics.compare(fit.predict(X), m.measured * rescale)
         out.append({"space": space_name, "device": device_name, "load": (load + os.getloadavg()[0]) / 2,
                     "seconds": time.perf_counter() - t0, "n": len(archs),
                     "scores": {k: asdict(v) for k, v in scores.items()},
                     "noise_floor": asdict(Metrics.compare(m.second, m.first)),
-                    "fit": fit.to_dict() if fit else None})
+                    "fit": fit.to_dict() if fit else None,
+                    "groups": sorted({l.kind for l in space.distinct_layers()})})
     return out
 
 
@@ -143,13 +155,14 @@ def main() -> None:
                 lines.append(f"| {space} | {device} | {tag} | {d['load']:.1f} | {name} | {m['within_5_pct']:.0f}% | "
                              f"{m['within_10_pct']:.0f}% | {m['rmspe_pct']:.2f} | {m['bias_pct']:+.2f} | "
                              f"{d['noise_floor']['rmspe_pct']:.2f} |")
-    fits = [(configs[k], sessions[0]["sessions"][k]["fit"]) for k in range(len(configs))]
+    fits = [(configs[k], sessions[0]["sessions"][k]) for k in range(len(configs))]
     lines += ["", "## Calibration fits (the same in every session: they depend on the table only)", "",
-              "| space | device | coefficients (layer kinds, sorted) | intercept ms | ridge alpha | LOO RMSPE % |",
+              "| space | device | coefficients | intercept ms | ridge alpha | LOO RMSPE % |",
               "|---|---|---|---|---|---|"]
-    for (space, device), fit in fits:
-        if fit:
-            lines.append(f"| {space} | {device} | {', '.join(f'{c:.3f}' for c in fit['coefficients'])} | "
+    for (space, device), d in fits:
+        if fit := d["fit"]:
+            coefs = ", ".join(f"{g} {c:.3f}" for g, c in zip(d["groups"], fit["coefficients"]))
+            lines.append(f"| {space} | {device} | {coefs} | "
                          f"{fit['intercept_ms']:.3f} | {fit['alpha']:.3g} | {fit['loo_rmspe_pct']:.2f} |")
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)

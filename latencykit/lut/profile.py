@@ -57,17 +57,21 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
     `calibrate` whole subnets (0: none) are measured in the same rounds and stored with the table.
     Resumes from `<path>.journal` when a previous run with the same settings was interrupted.
     """
-
     start = time.perf_counter()
     require(device)
     cache = cache or default_cache()
     path = Path(path) if path else default_path(device.name, space.name)
     layers = space.distinct_layers()
-    files = export_all(layers, cache, device.format, export_progress)
-    reference = export_layer(REFERENCE, cache, device.format)
     archs = select_calibration(space, calibrate, calibration_seed)
-    models = {**files, CALL_KEY: export_call(cache, device.format),
-              **{f"subnet{i}": export_model(space, a, cache, device.format) for i, a in enumerate(archs)}}
+    total = len(layers) + len(archs)
+    files = export_all(layers, cache, device.format,
+                       export_progress and (lambda done, _: export_progress(done, total)))
+    reference = export_layer(REFERENCE, cache, device.format)
+    models = {**files, CALL_KEY: export_call(cache, device.format)}
+    for i, arch in enumerate(archs):  # the calibration subnets, whole
+        models[f"subnet{i}"] = export_model(space, arch, cache, device.format)
+        if export_progress:
+            export_progress(len(layers) + i + 1, total)
     header = {"device": device.name, "space": space.name, "digest": space.digest,
               "protocol": protocol.to_dict(), "calibration": {"n": len(archs), "seed": calibration_seed},
               "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
