@@ -117,8 +117,8 @@ def score(session: dict, table: dict | None = None, scaled: bool = True) -> dict
     call = table["call_ms"]
     _, X = group_sums(space, heldout, table["ms"], call)
     raw = X.sum(1) + call * np.array([len(space.layers(a)) for a in heldout])
-    out = {"isolated (raw entries)": Metrics.compare(raw, measured),
-           "isolated, call-corrected": Metrics.compare(X.sum(1) + call, measured)}
+    out = {"isolated sum (as stored)": Metrics.compare(raw, measured),
+           "isolated, less call overhead per extra layer": Metrics.compare(X.sum(1) + call, measured)}
     if calib:
         _, Xc = group_sums(space, calib, table["ms"], call)
         yc = np.array([table["ms"][f"cal{i}"] for i in range(len(calib))])
