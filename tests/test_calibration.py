@@ -63,3 +63,11 @@ def test_selection_spans_the_space_and_is_seeded(tiny) -> None:
     assert min(flops) == flops[0] and max(flops) == flops[1]
     assert select_calibration(tiny, 8, seed=0) == archs
     assert select_calibration(tiny, 0) == []
+
+
+def test_a_small_nearly_constant_group_is_not_traded_against_the_intercept() -> None:
+    rng = np.random.default_rng(4)
+    X = np.column_stack([rng.uniform(4, 12, 20), rng.uniform(1, 4, 20), 0.08 + 0.001 * rng.standard_normal(20)])
+    y = 0.3 + X @ np.array([0.9, 1.15, 1.0]) * (1 + 0.01 * rng.standard_normal(20))
+    fit = fit_group_coefficients(X, y)
+    assert abs(fit.coefficients[2] - 1) < 0.1, fit

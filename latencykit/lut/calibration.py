@@ -22,7 +22,7 @@ from latencykit.arch import Arch
 from latencykit.space import SearchSpace
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 29))
-"""Ridge strengths tried, relative to the number of subnets (features are scaled to unit mean)."""
+"""Ridge strengths tried, relative to the number of subnets (features divided by the mean table sum)."""
 SELECTION = "smallest, largest, then random subnets nearest to evenly spaced FLOPs between them"
 
 
@@ -72,9 +72,12 @@ class GroupFit:
 
 
 def _solve(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Ridge of y - X.sum(1) on X (columns scaled to unit mean) with a free intercept; c = 1 + d >= 0."""
+    """Ridge of y - X.sum(1) on X with a free intercept; c = 1 + d >= 0.
+
+    Every column is divided by the same scale (the mean table sum), so the penalty is on the
+    coefficients themselves: a small group (the head) cannot drift to 0 for free."""
     n, g = X.shape
-    scale = np.maximum(X.mean(0), 1e-12)
+    scale = np.full(g, max(float(X.sum(1).mean()), 1e-12))
     Z = X / scale
     target = y - X.sum(1)
     A = np.vstack([np.column_stack([np.ones(n), Z]),
@@ -92,7 +95,9 @@ def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ..
     """Fit measured = intercept + sum_g c_g X_g, ridge-regularised toward c_g = 1.
 
     X: (n, groups) per-group table sums (ms) of n subnets; y: (n,) their measured ms. The ridge
-    strength is the one with the lowest leave-one-out RMSPE; that held-out RMSPE is reported.
+    strength is chosen by leave-one-out cross-validation with the one-standard-error rule (the
+    strongest pull toward 1 whose held-out error is within one standard error of the lowest), so a
+    coefficient leaves 1 only on clear evidence; the held-out RMSPE at that strength is reported.
     """
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
     if X.ndim != 2 or y.shape != (len(X),):
@@ -101,17 +106,20 @@ def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ..
         raise ValueError(f"calibration needs at least 3 measured subnets, got {len(y)}")
     keep = X.sum(0) > 0  # a group no subnet uses keeps its coefficient 1
     Xk = X[:, keep]
-    best = (np.inf, alphas[0])
-    for alpha in alphas:
-        err = np.empty(len(y))
+    squared = np.empty((len(alphas), len(y)))  # held-out squared relative errors, per strength
+    for a, alpha in enumerate(alphas):
         for i in range(len(y)):
             mask = np.arange(len(y)) != i
             c, b = _solve(Xk[mask], y[mask], alpha)
-            err[i] = (b + Xk[i] @ c - y[i]) / y[i]
-        rmspe = float(np.sqrt(np.mean(err**2)) * 100)
-        if rmspe < best[0] - 1e-12:
-            best = (rmspe, alpha)
-    c, b = _solve(Xk, y, best[1])
+            squared[a, i] = ((b + Xk[i] @ c - y[i]) / y[i]) ** 2
+    mean = squared.mean(1)
+    best = int(np.argmin(mean))
+    # the strongest pull toward 1 whose held-out error is within one standard error of the best
+    tolerance = mean[best] + squared[best].std() / np.sqrt(len(y))
+    chosen = max((a for a in range(len(alphas)) if mean[a] <= tolerance), key=lambda a: alphas[a])
+    alpha = alphas[chosen]
+    rmspe = float(np.sqrt(mean[chosen]) * 100)
+    c, b = _solve(Xk, y, alpha)
     coefficients = np.ones(X.shape[1])
     coefficients[keep] = c
-    return GroupFit(coefficients, b, best[1], best[0], len(y))
+    return GroupFit(coefficients, b, alpha, rmspe, len(y))
