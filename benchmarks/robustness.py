@@ -8,9 +8,9 @@ on the table's scale through the reference block (as `validate` does) and scores
 - `isolated`: the sum of the table's entries (plus its per-call overhead once);
 - `calibrated`: the same sums per layer group, calibrated on the table's calibration set
   (latencykit.lut.calibration.fit_group_coefficients);
-- `calibrated, whole-model scale`: the same prediction, against the subnets put on the table's scale
-  through 5 of its calibration subnets (spread over FLOPs) re-measured in the session (median of now / then) instead of
-  through the reference block: whether a whole-model reference tracks session-to-session changes better.
+Measured subnets are put on the table's scale as `validate` does: through 5 of the table's calibration
+subnets measured again in the same rounds. The `reference-block scale` rows score the same predictions
+against the same subnets put on the table's scale through the reference block instead (the old way).
 
 Run: python benchmarks/robustness.py [--sessions 3] [--subnets 30] [--quick]
 `--quick`: autovit-xxs on host only, 8 subnets per session. Writes benchmarks/results/robustness.md
@@ -33,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bias import machine_line, run_sessions  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RESCALE = 5
-"""Calibration subnets re-measured in each session for the whole-model scale."""
 CONFIGS = [("autovit-xxs", "host"), ("autovit-xs", "host"), ("autovit-s", "host"), ("autovit-xxs", "host-litert")]
 
 
@@ -74,7 +72,7 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
     from latencykit.devices import get_device
     from latencykit.lut.calibration import fit_group_coefficients
     from latencykit.lut.table import LatencyTable
-    from latencykit.lut.validate import Measurements, Metrics, measure_archs, sample_archs
+    from latencykit.lut.validate import Metrics, measure_archs, sample_archs
     from latencykit.space import load_space
 
     out = []
@@ -85,21 +83,19 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
         archs = sample_archs(space, subnets, seed=seed, exclude=calibration[0] if calibration else ())
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        pick = slice(0, None, max(1, len(calibration[0]) // RESCALE)) if calibration else slice(0)
-        anchors = list(calibration[0][pick])[:RESCALE] if calibration else []
-        both = measure_archs(space, device, archs + anchors, table)
-        n = len(archs)
-        m = Measurements(archs, both.first[:n], both.second[:n], both.raw_ms[:n], both.reference_ms_now)
+        m = measure_archs(space, device, archs, table)
         X = group_sums(space, table, archs)
-        scores = {"isolated": Metrics.compare(X.sum(1) + table.meta.overhead_ms, m.measured)}
+        predictions = {"isolated": X.sum(1) + table.meta.overhead_ms}
         fit = None
         if calibration:
             fit = fit_group_coefficients(group_sums(space, table, calibration[0]), calibration[1])
-            scores[f"calibrated(n={fit.n})"] = Metrics.compare(fit.predict(X), m.measured)
-            rescale = float(np.median(calibration[1][pick][:RESCALE] / both.measured[n:]))
-            scores[f"calibrated(n={fit.n}), whole-model scale"] = Metrics.compare(fit.predict(X), m.measured * rescale)
+            predictions[f"calibrated(n={fit.n})"] = fit.predict(X)
+        scores = {name: Metrics.compare(p, m.measured) for name, p in predictions.items()}
+        if m.by_reference is not None and m.scale != "reference block":
+            scores.update({f"{name}, reference-block scale": Metrics.compare(p, m.by_reference)
+                           for name, p in predictions.items()})
         out.append({"space": space_name, "device": device_name, "load": (load + os.getloadavg()[0]) / 2,
-                    "seconds": time.perf_counter() - t0, "n": len(archs),
+                    "seconds": time.perf_counter() - t0, "n": len(archs), "scale": m.scale,
                     "scores": {k: asdict(v) for k, v in scores.items()},
                     "noise_floor": asdict(Metrics.compare(m.second, m.first)),
                     "fit": fit.to_dict() if fit else None,
@@ -137,7 +133,8 @@ def main() -> None:
              f"Command: `{command}` ({time.perf_counter() - start:.0f} s in all)", "", machine_line("host"), "",
              f"Each table is built once by `profile` (with {args.calibrate} calibration subnets measured in the same "
              f"rounds). Then {args.sessions} later sessions, each a separate process, measure {subnets} fresh "
-             "held-out random subnets whole, twice, put on the table's scale through the reference block; session "
+             "held-out random subnets whole, twice, put on the table's scale through 5 of its calibration subnets "
+             "measured again beside them (`reference-block scale`: through the reference block instead); session "
              f"{args.sessions} runs with a CPU-bound process (`while True: pass`) beside it. Bias = mean(measured / "
              "predicted) - 1 (> 0: predicts low). Noise floor: the second pass against the first. "
              "Load: the 1-minute load average (other processes on this machine included).", "",

@@ -126,6 +126,15 @@ def test_validation_reports_metrics_noise_floor_and_plot(tiny, tiny_table, tmp_p
     assert data["latency"] == "predicted vs measured" and len(data["measurements"]["first_ms"]) == 6
 
 
+def test_whole_models_are_put_on_the_table_scale_through_its_calibration_subnets(tiny, tiny_table) -> None:
+    archs, then = tiny_table.calibration_set(tiny)
+    quick = Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0)
+    m = measure_archs(tiny, get_device("host"), archs[:2], tiny_table, protocol=quick)
+    assert m.scale == "4 calibration subnets" and m.by_reference is not None
+    # the calibration subnets measured again come out near their values in the table's session
+    assert np.all(np.abs(m.measured / then[:2] - 1) < 0.25), (m.measured, then[:2])
+
+
 def test_interrupted_profile_resumes(home: Path) -> None:
     """kill -9 in the middle of profiling: no table appears, and the next run resumes the rounds."""
     cmd = [sys.executable, "-m", "latencykit", "profile", "--device", "host", "--space", TINY,
