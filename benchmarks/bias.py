@@ -13,7 +13,8 @@ Then, per space:
 - one session pins the measuring thread to one core (thread-migration candidate).
 
 Run: python benchmarks/bias.py [--spaces autovit-xxs autovit-xs autovit-s] [--subnets 20] [--sessions 3]
-Writes benchmarks/results/bias.md.
+Writes benchmarks/results/bias.md and each session's measurements to benchmarks/results/bias/
+(`--rescore benchmarks/results/bias/session*.json` scores saved sessions again without measuring).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SAVED = RESULTS / "bias"
+"""Each session's measurements, for `--rescore`."""
 
 
 def measure_session(space_name: str, device_name: str, subnets: int, rounds: int, calibrate: int,
@@ -95,11 +98,15 @@ def group_sums(space, archs, entry_ms: dict[str, float], call_ms: float) -> tupl
     return groups, X
 
 
-def score(session: dict, table: dict | None = None, scaled: bool = True) -> dict:
+SCALES = {"subnets": "5 calibration subnets", "reference": "reference block", "own": "own ms"}
+
+
+def score(session: dict, table: dict | None = None, scale: str = "reference") -> dict:
     """Metrics of the isolated sum (raw, call-corrected) and the calibrated sum on held-out subnets.
 
     `table` (default: the session itself) provides entries and calibration; the held-out subnets are
-    the session's, on the table's scale through the reference (`scaled`) or in the session's own ms."""
+    the session's, put on the table's scale through 5 of the calibration subnets (measured in both
+    sessions), through the reference block, or taken in the session's own ms (see SCALES)."""
     from latencykit.arch import Arch
     from latencykit.lut.calibration import fit_group_coefficients
     from latencykit.lut.validate import Metrics
@@ -110,10 +117,14 @@ def score(session: dict, table: dict | None = None, scaled: bool = True) -> dict
     heldout = [Arch.from_dict(a) for a in session["heldout"]]
     calib = [Arch.from_dict(a) for a in table["calibration"]]
     keys = [f"test{i}" for i in range(len(heldout))]
-    if scaled:
+    if scale == "reference":
         measured = np.array([session["ratio"][k] for k in keys]) * table["reference_ms"]
     else:
         measured = np.array([session["ms"][k] for k in keys])
+    if scale == "subnets":
+        assert session["calibration"] == table["calibration"]
+        picks = np.unique(np.linspace(0, len(calib) - 1, min(5, len(calib))).round().astype(int))
+        measured *= np.median([table["ms"][f"cal{j}"] / session["ms"][f"cal{j}"] for j in picks])
     call = table["call_ms"]
     _, X = group_sums(space, heldout, table["ms"], call)
     raw = X.sum(1) + call * np.array([len(space.layers(a)) for a in heldout])
@@ -175,6 +186,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--sessions", type=int, default=3, help="Separate processes; the last one pinned.")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--rescore", nargs="+", help="Session JSON files saved by the workers of an earlier run.")
     parser.add_argument("--pin", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--heldout-seed", type=int, default=100, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -183,10 +195,18 @@ def main() -> None:
     common = ["--spaces", *args.spaces, "--device", args.device, "--subnets", str(args.subnets),
               "--calibrate", str(args.calibrate), "--rounds", str(args.rounds)]
     start = time.perf_counter()
-    sessions = run_sessions(Path(__file__).resolve(), common, args.sessions, {args.sessions - 1})
+    if args.rescore:  # the saved sessions of an earlier run, scored again
+        sessions = [json.loads(Path(f).read_text()) for f in args.rescore]
+        took = f"sessions measured in an earlier run, re-scored from their saved data with `--rescore`"
+    else:
+        sessions = run_sessions(Path(__file__).resolve(), common, args.sessions, {args.sessions - 1})
+        took = f"{time.perf_counter() - start:.0f} s"
+        SAVED.mkdir(parents=True, exist_ok=True)
+        for i, sess in enumerate(sessions):
+            (SAVED / f"session{i + 1}.json").write_text(json.dumps(sess))
     lines = [f"# Bias of the isolated table on `{args.device}`: where it comes from", "",
-             f"Command: `python benchmarks/bias.py {' '.join(common)} --sessions {args.sessions}` "
-             f"({time.perf_counter() - start:.0f} s)", "", machine_line(args.device), "",
+             f"Command: `python benchmarks/bias.py {' '.join(common)} --sessions {args.sessions}` ({took})",
+             "", machine_line(args.device), "",
              "Each session is a separate process measuring, in the same interleaved rounds with the reference "
              f"block ({args.rounds} rounds): every distinct layer, an almost empty model (one add on one number: "
              f"the per-call overhead), {args.calibrate} calibration subnets and {args.subnets} held-out random "
@@ -205,6 +225,7 @@ def main() -> None:
     for i, sess in enumerate(sessions):
         for d in sess["sessions"]:
             space = load_space(d["space"])
+            sess.setdefault("load", False)
             n = np.mean([len(space.layers(Arch.from_dict(a))) for a in d["heldout"]])
             whole = np.mean([d["ms"][f"test{j}"] for j in range(len(d["heldout"]))])
             pre = d["preemption"]
@@ -220,15 +241,17 @@ def main() -> None:
                 lines.append(f"| {i + 1}{' (pinned)' if sess['pinned'] else ''} " + ROW.format(label=label, m=m))
         lines.append("")
     lines += ["## Across sessions: session 1's table scoring later sessions' subnets", "",
-              "`scaled`: measured subnets put on the table's scale through the reference block (as `validate` "
-              "does); `own ms`: the later session's drift-corrected ms, without the reference.", ""]
+              "Scale: how the later session's subnets are put on the table's scale. `5 calibration subnets`: "
+              "5 of the calibration subnets (spread over the set), measured in both sessions, median of then / "
+              "now (what `validate` does now); `reference block`: through the reference block (what it did "
+              "before); `own ms`: the later session's drift-corrected ms, unscaled.", ""]
     for k, space_name in enumerate(args.spaces):
         lines += [f"### {space_name}", "", "| session | scale | " + HEAD[0][2:], "|---|---|" + HEAD[1][1:]]
         table = sessions[0]["sessions"][k]
         for i, sess in enumerate(sessions[1:], start=2):
-            for scaled in (True, False):
-                for label, m in score(sess["sessions"][k], table, scaled).items():
-                    lines.append(f"| {i}{' (pinned)' if sess['pinned'] else ''} | {'scaled' if scaled else 'own ms'} "
+            for scale, name in SCALES.items():
+                for label, m in score(sess["sessions"][k], table, scale).items():
+                    lines.append(f"| {i}{' (pinned)' if sess['pinned'] else ''} | {name} "
                                  + ROW.format(label=label, m=m))
         lines.append("")
     print("\n".join(lines))
