@@ -33,18 +33,19 @@ from latencykit.space import SearchSpace, load_space
 
 
 def profile(space: SearchSpace, device: Device, path: Path | None = None, mode: str = "isolated",
-            rounds: int = 15, progress: Progress | None = None,
+            rounds: int = 15, calibrate: int = 20, progress: Progress | None = None,
             export_progress: Progress | None = None) -> ProfileResult:
     """Measure every distinct layer of `space` on `device` and write its table (resumable).
 
-    `mode` is `isolated` (each layer alone) or `removal` (the latency drop when a layer is taken out
+    `mode` is `isolated` (each layer alone, plus `calibrate` whole subnets in the same rounds, which
+    make `calibrated` the default predictor) or `removal` (the latency drop when a layer is taken out
     of reference subnets, AutoViT 3.3.2)."""
     from latencykit.lut.profile import profile as profile_isolated
     from latencykit.lut.removal import profile_removal
 
     if mode == "isolated":
         return profile_isolated(space, device, path, Protocol(rounds=rounds), export_progress=export_progress,
-                                progress=progress)
+                                progress=progress, calibrate=calibrate)
     if mode == "removal":
         return profile_removal(space, device, path, Protocol(rounds=rounds), progress=progress,
                                reference_progress=export_progress)

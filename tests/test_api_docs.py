@@ -19,7 +19,7 @@ def test_api_page_runs_as_written(home: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.splitlines()
     assert lines[3].endswith(" isolated") and lines[4].startswith("calibrated(n=6)")
-    assert lines[5] == "isolated"  # no calibration stored with the table and no fitted file: the plain sum
+    assert lines[5] == "calibrated(n=8)" and lines[6] == "True"  # the table's own calibration set answers
     assert lines[-2:] == ["True", "True"]
 
 

@@ -60,13 +60,14 @@ def test_profile_pixel4_end_to_end_keeps_what_it_measured_when_the_phone_drops(h
     (home / "config.json").write_text(json.dumps({"android": {
         "benchmark_model": str(fake_benchmark_model(tmp_path)), "extra_args": ["--min_secs=0", "--warmup_min_secs=0"],
         "retries": 1, "backoff_s": 0.05}}))
-    # 5 warm-up calls (4 layers + the reference), then round 1: reference, 4 layers, reference.
-    monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "11")
-    line = one_line_error(cli("profile", "--device", "pixel4", "--space", MICRO, "--rounds", "2"))
+    # 6 warm-up calls (4 layers, the call-overhead model, the reference), then round 1: reference,
+    # 5 models, reference (no calibration subnets here: this is about resuming).
+    monkeypatch.setenv("FAKE_ADB_DISCONNECT_AFTER", "13")
+    line = one_line_error(cli("profile", "--device", "pixel4", "--space", MICRO, "--rounds", "2", "--calibrate", "0"))
     assert f"phone {PIXEL4} disconnected and did not come back after 1 retries" in line
     assert "what was measured is kept" in line
     monkeypatch.setenv("FAKE_ADB_RECONNECT_AFTER", "0")  # plugged back in
-    res = cli("profile", "--device", "pixel4", "--space", MICRO, "--rounds", "2", "--json")
+    res = cli("profile", "--device", "pixel4", "--space", MICRO, "--rounds", "2", "--calibrate", "0", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["device"] == "pixel4" and summary["entries"] == 4 and summary["resumed_rounds"] == 1

@@ -31,7 +31,8 @@ FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, 
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory, tiny) -> LatencyTable:
     folder = tmp_path_factory.mktemp("tiny-table")
-    result = profile(tiny, get_device("host"), folder / "tiny.parquet", FAST, ExportCache(folder / "exports"))
+    result = profile(tiny, get_device("host"), folder / "tiny.parquet", FAST, ExportCache(folder / "exports"),
+                     calibrate=4)
     assert result.path.exists() and result.resumed_rounds == 0
     return result.table
 
@@ -72,6 +73,33 @@ def test_predictor_sums_the_entries_and_scores_batches(tiny, tiny_table) -> None
     assert batch[3] == pytest.approx(pred.predict(tiny.decode(genes[3])))
 
 
+def test_call_overhead_is_measured_with_the_layers(tiny_table) -> None:
+    call = tiny_table.meta.provenance["call_overhead"]
+    assert 0 < call["ms"] < tiny_table.meta.reference["ms"] and call["runs"] >= FAST.rounds
+    assert call["ms"] < tiny_table.rows["latency_ms"].min()
+
+
+def test_calibration_set_is_measured_in_the_same_rounds(tiny, tiny_table) -> None:
+    archs, ms = tiny_table.calibration_set(tiny)
+    assert len(archs) == len(set(archs)) == 4 and ms.shape == (4,)
+    assert archs[0] == tiny.smallest() and archs[1] == tiny.largest()
+    assert ms[1] > ms[0] > 0
+    cal = tiny_table.meta.calibration
+    assert np.allclose(np.array(cal["ratio"]) * tiny_table.meta.reference["ms"], ms)
+    assert cal["seed"] == 0 and cal["selection"]
+    # the whole subnets and the sum of their entries agree to within context effects, not to within a factor
+    table_sums = np.array([sum(tiny_table.latency(l) for l in tiny.layers(a)) for a in archs])
+    assert np.all((ms / table_sums > 0.5) & (ms / table_sums < 2))
+
+
+def test_a_table_without_calibration_says_so(tiny_table, tmp_path) -> None:
+    from dataclasses import replace
+
+    bare = LatencyTable(replace(tiny_table.meta, calibration={}), tiny_table.rows.reset_index(drop=True))
+    again = LatencyTable.read(bare.write(tmp_path / "bare.parquet"))
+    assert again.calibration_set(load_space(TINY)) is None
+
+
 def test_table_is_refused_for_another_space_or_device(tiny_table) -> None:
     from latencykit.errors import TableError
     from latencykit.space import load_space
@@ -96,6 +124,15 @@ def test_validation_reports_metrics_noise_floor_and_plot(tiny, tiny_table, tmp_p
     assert files["plot"].read_bytes()[:4] == b"\x89PNG"
     data = json.loads(files["json"].read_text())
     assert data["latency"] == "predicted vs measured" and len(data["measurements"]["first_ms"]) == 6
+
+
+def test_whole_models_are_put_on_the_table_scale_through_its_calibration_subnets(tiny, tiny_table) -> None:
+    archs, then = tiny_table.calibration_set(tiny)
+    quick = Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0)
+    m = measure_archs(tiny, get_device("host"), archs[:2], tiny_table, protocol=quick)
+    assert m.scale == "4 calibration subnets" and m.by_reference is not None
+    # the calibration subnets measured again come out near their values in the table's session
+    assert np.all(np.abs(m.measured / then[:2] - 1) < 0.25), (m.measured, then[:2])
 
 
 def test_interrupted_profile_resumes(home: Path) -> None:

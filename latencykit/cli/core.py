@@ -91,6 +91,8 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
             benchmark_model: Optional[Path] = BenchmarkModelOption,
             out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file to write."),
             rounds: int = typer.Option(15, min=1, max=1000, help="Interleaved measurement rounds."),
+            calibrate: int = typer.Option(20, min=0, max=1000, help="Whole subnets measured in the same rounds "
+                                          "to calibrate the table (0: none); isolated mode."),
             mode: Literal["isolated", "removal"] = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
                                      "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
             as_json: bool = JsonOption) -> None:
@@ -103,7 +105,7 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
     with progress_bar(not as_json) as task:
         steps = ("export", f"measure on {dev.name}") if mode == "isolated" else (
             "reference subnets", f"isolated on {dev.name}")
-        result = run(sp, dev, out, mode, rounds, progress=task(steps[1]), export_progress=task(steps[0]))
+        result = run(sp, dev, out, mode, rounds, calibrate, progress=task(steps[1]), export_progress=task(steps[0]))
     s = result.summary()
     emit(s, as_json, lambda s: f"[bold]{s['entries']}[/] entries measured on {s['device']} for {s['space']} "
          f"in {s['seconds']:.1f} s" + (f" (resumed after {s['resumed_rounds']} rounds)" if s["resumed_rounds"] else "")

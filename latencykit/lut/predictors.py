@@ -445,12 +445,13 @@ class CalibratedSum(LinearOnFeatures):
         return np.column_stack([self.space.evaluate(self.group_values[g], genes) for g in self.groups])
 
     def _fit(self) -> None:
-        from latencykit.lut.calibration import fit_toward_one
+        from latencykit.lut.calibration import fit_group_coefficients
 
         self._prepare()
         x, y = self._design()
-        fit = fit_toward_one(x, y)
-        self.coef, self.intercept, self.fit_info = fit.coefficients, fit.intercept_ms, fit.info()
+        fit = fit_group_coefficients(x, y)
+        self.coef, self.intercept = fit.coefficients, fit.intercept_ms
+        self.fit_info = {"alpha": fit.alpha, "loo_rmspe_pct": fit.loo_rmspe_pct, "n": fit.n}
 
     def state(self) -> dict:
         return {**super().state(), **getattr(self, "fit_info", {})}

@@ -1,4 +1,12 @@
-"""Build a device's lookup table for a space: export every distinct layer, measure, write."""
+"""Build a device's lookup table for a space: export every distinct layer, measure, write.
+
+In the same interleaved rounds as the layers, `profile` measures a calibration set of whole subnets
+chosen to span the space, stored in the table's metadata on the table's scale for a calibrated
+predictor to fit on (`LatencyTable.calibration_set`), and an almost empty model: the runtime's
+per-call overhead, recorded in the provenance. Entries keep it: subtracting it (a sum of N entries pays
+it N times, a whole model once) moved the isolated sum's bias the wrong way by about 1% in every
+session of benchmarks/bias.py, since whole subnets cost a few % more than their isolated layers.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from latencykit.devices import Device, require
-from latencykit.export import ExportCache, default_cache
+from latencykit.export import ExportCache, default_cache, export_layer, export_network
 from latencykit.layers import LayerSpec
-from latencykit.lut.protocol import REF_KEY, REFERENCE, Journal, Progress, Protocol, export_layer, measure_models
 from latencykit.files import writer_lock
+from latencykit.lut.calibration import SELECTION, select_calibration
+from latencykit.lut.protocol import CALL_KEY, REF_KEY, REFERENCE, Journal, Progress, Protocol, export_call, measure_models
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.space import SearchSpace
 
@@ -41,9 +50,10 @@ def export_all(layers: list[LayerSpec], cache: ExportCache, fmt: str,
 
 def profile(space: SearchSpace, device: Device, path: Path | None = None, protocol: Protocol = Protocol(),
             cache: ExportCache | None = None, export_progress: Progress | None = None,
-            progress: Progress | None = None) -> ProfileResult:
+            progress: Progress | None = None, calibrate: int = 20, calibration_seed: int = 0) -> ProfileResult:
     """Measure every distinct layer of `space` on `device` (isolated mode) and write the table.
 
+    `calibrate` whole subnets (0: none) are measured in the same rounds and stored with the table.
     Resumes from `<path>.journal` when a previous run with the same settings was interrupted.
     """
     start = time.perf_counter()
@@ -52,19 +62,33 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
     path = Path(path) if path else default_path(device.name, space.name)
     with writer_lock(path):  # one writer per table: a second run is refused at once
         layers = space.distinct_layers()
-        files = export_all(layers, cache, device.format, export_progress)
+        archs = select_calibration(space, calibrate, calibration_seed)
+        total = len(layers) + len(archs)
+        files = export_all(layers, cache, device.format,
+                           export_progress and (lambda done, _: export_progress(done, total)))
         reference = export_layer(REFERENCE, cache, device.format)
+        models = {**files, CALL_KEY: export_call(cache, device.format)}
+        for i, arch in enumerate(archs):  # the calibration subnets, whole
+            models[f"subnet{i}"] = export_network(space.layers(arch), cache, device.format)
+            if export_progress:
+                export_progress(len(layers) + i + 1, total)
         header = {"device": device.name, "space": space.name, "digest": space.digest,
-                  "protocol": protocol.to_dict(),
-                  "layers": hashlib.sha256("|".join(files).encode()).hexdigest()[:16]}
+                  "protocol": protocol.to_dict(), "calibration": {"n": len(archs), "seed": calibration_seed},
+                  "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
         journal = Journal(path.with_name(path.name + ".journal"), header)
         resumed = len(journal.rounds)
-        stats = measure_models(device, files, reference, protocol, journal, progress)
-        ref = stats[REF_KEY]
+        stats = measure_models(device, models, reference, protocol, journal, progress)
+        ref, call = stats[REF_KEY], stats[CALL_KEY]
+        calibration = {"archs": [a.to_dict() for a in archs],
+                       "measured_ms": [stats[f"subnet{i}"].latency_ms for i in range(len(archs))],
+                       "ratio": [stats[f"subnet{i}"].ratio for i in range(len(archs))],
+                       "seed": calibration_seed, "selection": SELECTION} if archs else {}
         meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="isolated",
                          device_info=device.describe(), protocol=protocol.to_dict(),
                          reference={"key": REFERENCE.key, "ms": ref.latency_ms, "cv": ref.cv, "runs": ref.runs},
-                         provenance={"measured_by": "latencykit", "seconds": round(time.perf_counter() - start, 1)})
+                         provenance={"measured_by": "latencykit", "seconds": round(time.perf_counter() - start, 1),
+                                     "call_overhead": {"ms": call.latency_ms, "cv": call.cv, "runs": call.runs}},
+                         calibration=calibration)
         table = LatencyTable.from_entries(meta, layers, [{**stats[l.key].to_dict(), "source": "measured",
                                                           "method": "isolated"} for l in layers])
         table.write(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
+import torch
 
 from latencykit.devices.base import Device
 from latencykit.export import ExportCache, export_layer
@@ -27,6 +28,9 @@ from latencykit.layers import LayerSpec
 REFERENCE = LayerSpec("mbconv", hw=32, cin=64, cout=64, kernel=3, expand=4.0)
 """The reference block measured in every round: a mid-sized inverted residual."""
 REF_KEY = "__reference__"
+CALL_KEY = "__call__"
+"""An (almost) empty model: what one call of the runtime costs, paid once by a whole model but once
+per layer by a sum of isolated entries."""
 
 Progress = Callable[[int, int], None]
 
@@ -65,6 +69,16 @@ class Stats:
 
 def export_reference(cache: ExportCache, fmt: str) -> Path:
     return export_layer(REFERENCE, cache, fmt)
+
+
+class _Call(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1.0
+
+
+def export_call(cache: ExportCache, fmt: str) -> Path:
+    """The per-call overhead model: one elementwise add on a single number."""
+    return cache.export(_Call(), (torch.zeros(1, 1),), fmt)
 
 
 class Journal:

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,6 +44,7 @@ class TableMeta:
     protocol: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
     created: str = ""
     latencykit_version: str = __version__
     format_version: int = FORMAT_VERSION
@@ -88,6 +90,17 @@ class LatencyTable:
             return float(self.rows.at[spec.key, "latency_ms"])
         except KeyError:
             raise TableError(f"layer {spec.key} is not in the {self.meta.device}/{self.meta.space} table") from None
+
+    def calibration_set(self, space: "object") -> "tuple[list[Arch], np.ndarray] | None":
+        """The whole subnets measured with this table (ms on its scale), or None when it has none
+        (a hand-made or imported table, or one profiled with `--calibrate 0`)."""
+        from latencykit.arch import Arch
+
+        cal = self.meta.calibration
+        if not cal or not cal.get("archs"):
+            return None
+        archs = [getattr(space, "validate")(Arch.from_dict(a)) for a in cal["archs"]]
+        return archs, np.asarray(cal["measured_ms"], dtype=float)
 
     def specs(self) -> list[LayerSpec]:
         return [LayerSpec(**{c: _py(r[c]) for c in SPEC_COLUMNS}) for r in self.rows.to_dict("records")]

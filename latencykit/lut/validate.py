@@ -1,8 +1,11 @@
 """Validate a predictor against whole subnets measured with the same drift-corrected protocol.
 
-Both passes of whole-model measurement are expressed relative to the reference block, then scaled
-by the table's reference latency, so a table profiled minutes or days ago is compared fairly with
-models measured now. The two passes measured back to back give the test-retest noise floor.
+Subnets measured now are put on the table's scale so a table profiled minutes or days ago is compared
+fairly with models measured now. A table with a calibration set is scaled through a few of its
+calibration subnets, measured again in the same rounds (median of then / now): whole models share a
+session's state (preemption, cache pressure from other processes) that the one-layer reference block
+does not (benchmarks/results/bias.md). A table without one is scaled through the reference block. The
+two passes measured back to back give the test-retest noise floor.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from latencykit.errors import LatencykitError, TableError
 from latencykit.files import atomic_write, atomic_write_text
 from latencykit.space import SearchSpace
 
+ANCHORS = 5
+"""Calibration subnets (spread over the set) measured again to put whole models on a table's scale."""
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
                                 ref_every=10, extra_rounds=4, cv_threshold=0.04)
 
@@ -59,6 +64,9 @@ class Measurements:
     second: np.ndarray
     raw_ms: np.ndarray
     reference_ms_now: float
+    scale: str = "reference block"
+    by_reference: np.ndarray | None = None
+    """Both passes' mean put on the table's scale through the reference block, for comparison."""
 
     @property
     def measured(self) -> np.ndarray:
@@ -67,7 +75,7 @@ class Measurements:
     def to_dict(self) -> dict:
         return {"archs": [a.to_dict() for a in self.archs], "first_ms": self.first.tolist(),
                 "second_ms": self.second.tolist(), "raw_ms": self.raw_ms.tolist(),
-                "reference_ms_now": self.reference_ms_now}
+                "reference_ms_now": self.reference_ms_now, "scale": self.scale}
 
 
 @dataclass
@@ -108,14 +116,19 @@ def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Ar
 def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable | None,
                   protocol: Protocol = WHOLE_MODEL_PROTOCOL, cache: ExportCache | None = None,
                   progress: Progress | None = None) -> Measurements:
-    """Measure whole models twice; express each as ratio to the reference times the table's reference ms
-    (without a table: the reference block measured now, so the figures are plain drift-corrected ms)."""
+    """Measure whole models twice, on the table's scale: through a few of its calibration subnets
+    measured again in the same rounds when it has them, else through the reference block (without a
+    table: the reference block measured now, so the figures are plain drift-corrected ms)."""
     require(device)
     cache = cache or default_cache()
     files = {str(i): export_network(space.layers(a), cache, device.format) for i, a in enumerate(archs)}
+    anchors = anchor_set(table, space) if table is not None else None
+    if anchors:
+        files.update({f"anchor{j}": export_network(space.layers(a), cache, device.format)
+                      for j, a in enumerate(anchors[0])})
     reference = export_reference(cache, device.format)
     scale = table.meta.reference.get("ms") if table is not None else None
-    if table is not None and not scale:
+    if table is not None and not scale and not anchors:
         raise TableError(f"the {table.meta.device} table ({table.meta.mode}) has no reference block, so subnets "
                          "measured now cannot be put on its scale; validate a table latencykit profiled")
     passes = []
@@ -128,13 +141,32 @@ def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], tab
                 progress(counted[0] + done if p else done, counted[0] + total if p else 2 * total)
 
         passes.append(measure_models(device, files, reference, protocol, None, step))
-    keys = list(files)
+    keys = [str(i) for i in range(len(archs))]
     ref_now = (passes[0][REF_KEY].latency_ms + passes[1][REF_KEY].latency_ms) / 2
-    scale = scale or ref_now
-    first = np.array([passes[0][k].ratio for k in keys]) * scale
-    second = np.array([passes[1][k].ratio for k in keys]) * scale
-    raw = np.array([(passes[0][k].raw_ms + passes[1][k].raw_ms) / 2 for k in keys])
-    return Measurements(list(archs), first, second, raw, ref_now)
+    scale = scale or (ref_now if table is None else None)
+    if anchors:
+        then = anchors[1]
+        factors = [float(np.median(then / np.array([p[f"anchor{j}"].latency_ms for j in range(len(then))])))
+                   for p in passes]
+        first, second = (np.array([p[k].latency_ms for k in keys]) * f for p, f in zip(passes, factors))
+        how = f"{len(then)} calibration subnets"
+    else:
+        first, second = (np.array([p[k].ratio for k in keys]) * scale for p in passes)
+        how = "reference block"
+    p0, p1 = passes
+    raw = np.array([(p0[k].raw_ms + p1[k].raw_ms) / 2 for k in keys])
+    by_reference = np.array([(p0[k].ratio + p1[k].ratio) / 2 for k in keys]) * scale if scale else None
+    return Measurements(list(archs), first, second, raw, ref_now, how, by_reference)
+
+
+def anchor_set(table: LatencyTable, space: SearchSpace, n: int = ANCHORS) -> tuple[list[Arch], np.ndarray] | None:
+    """Up to `n` of the table's calibration subnets, spread over the set, with their ms then."""
+    calibration = table.calibration_set(space)
+    if not calibration:
+        return None
+    archs, ms = calibration
+    pick = np.unique(np.linspace(0, len(archs) - 1, min(n, len(archs))).round().astype(int))
+    return [archs[i] for i in pick], ms[pick]
 
 
 def evaluate(name: str, predict: Callable[[Sequence[Arch]], np.ndarray], m: Measurements, device: str,
