@@ -5,9 +5,10 @@ device. Then each later session is a separate process (one of them with a CPU-bo
 beside it) that measures fresh held-out subnets whole, twice (the test-retest noise floor), puts them
 on the table's scale through the reference block (as `validate` does) and scores:
 
-- `isolated`: the sum of the table's entries (plus its per-call overhead once);
-- `calibrated`: the same sums per layer group, calibrated on the table's calibration set
-  (latencykit.lut.calibration.fit_group_coefficients);
+- `isolated`: the sum of the table's entries;
+- the default predictor (`auto`): the `calibrated` predictor, fit on the table's own calibration set.
+Each session also searches under three latency budgets with the default margin and measures the
+chosen subnets whole: the share that meets its budget measured.
 Measured subnets are put on the table's scale as `validate` does: through 5 of the table's calibration
 subnets measured again in the same rounds. The `reference-block scale` rows score the same predictions
 against the same subnets put on the table's scale through the reference block instead (the old way).
@@ -55,22 +56,30 @@ def build(folder: Path, configs: list[tuple[str, str]], calibrate: int) -> list[
     return out
 
 
-def group_sums(space, table, archs) -> np.ndarray:
-    """Per layer kind (sorted), the sum of each subnet's table entries."""
-    groups = sorted({l.kind for l in space.distinct_layers()})
-    X = np.zeros((len(archs), len(groups)))
-    for i, arch in enumerate(archs):
-        for layer in space.layers(arch):
-            X[i, groups.index(layer.kind)] += table.latency(layer)
-    return X
+def searched(space, predictor, budgets: list[float], seed: int) -> list[tuple[float, object, float, float]]:
+    """For each budget: the subnet a latency-bound search (params as the signal, the default margin)
+    chooses, its prediction and the margin used; (budget, arch, predicted ms, margin %)."""
+    from latencykit.nas.run import budget_margin_pct
+    from latencykit.nas.search import Budget, SearchConfig, search
+
+    margin, _ = budget_margin_pct(predictor)
+    out = []
+    for i, b in enumerate(budgets):
+        r = search(space, lambda a: float(space.params(a)), Budget(latency_ms=b / (1 + margin / 100)),
+                   predictor.predict_genes, SearchConfig(population=16, generations=4, parents=4,
+                                                         coarse_samples=4000, seed=seed * 10 + i))
+        out.append((b, r.best.arch, r.best.latency_ms, margin))
+    return out
 
 
 def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: int) -> list[dict]:
-    """Measure fresh held-out subnets against each table; score isolated and calibrated sums."""
+    """Measure fresh held-out subnets against each table; score the isolated sum and the default
+    predictor (`auto`: calibrated on the table's own calibration set); measure the subnets a
+    latency-bound search chose under the default margin, for budget adherence."""
     from dataclasses import asdict
 
     from latencykit.devices import get_device
-    from latencykit.lut.calibration import fit_group_coefficients
+    from latencykit.lut.predictors import get_predictor, resolve_predictor
     from latencykit.lut.table import LatencyTable
     from latencykit.lut.validate import Metrics, measure_archs, sample_archs
     from latencykit.space import load_space
@@ -81,25 +90,27 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
         table = LatencyTable.read(table_file(folder, space_name, device_name)).check(device_name, space)
         calibration = table.calibration_set(space)
         archs = sample_archs(space, subnets, seed=seed, exclude=calibration[0] if calibration else ())
+        isolated = get_predictor("isolated").fit(space, table)
+        default = resolve_predictor("auto", space, table)
+        budgets = list(np.quantile(default.predict_many(sample_archs(space, 200, seed=seed + 1000)), [0.3, 0.5, 0.7]))
+        chosen = searched(space, default, budgets, seed)
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        m = measure_archs(space, device, archs, table)
-        X = group_sums(space, table, archs)
-        predictions = {"isolated": X.sum(1)}
-        fit = None
-        if calibration:
-            fit = fit_group_coefficients(group_sums(space, table, calibration[0]), calibration[1])
-            predictions[f"calibrated(n={fit.n})"] = fit.predict(X)
-        scores = {name: Metrics.compare(p, m.measured) for name, p in predictions.items()}
+        m = measure_archs(space, device, archs + [c[1] for c in chosen], table)
+        n = len(archs)
+        held = {name: p.predict_many(archs) for name, p in (("isolated", isolated), (default.label, default))}
+        measured = m.measured[:n]
+        scores = {name: Metrics.compare(p, measured) for name, p in held.items()}
         if m.by_reference is not None and m.scale != "reference block":
-            scores.update({f"{name}, reference-block scale": Metrics.compare(p, m.by_reference)
-                           for name, p in predictions.items()})
+            scores.update({f"{name}, reference-block scale": Metrics.compare(p, m.by_reference[:n])
+                           for name, p in held.items()})
+        adherence = [{"budget_ms": b, "predicted_ms": pred, "margin_pct": margin, "measured_ms": float(ms)}
+                     for (b, _, pred, margin), ms in zip(chosen, m.measured[n:])]
         out.append({"space": space_name, "device": device_name, "load": (load + os.getloadavg()[0]) / 2,
-                    "seconds": time.perf_counter() - t0, "n": len(archs), "scale": m.scale,
+                    "seconds": time.perf_counter() - t0, "n": n, "scale": m.scale,
                     "scores": {k: asdict(v) for k, v in scores.items()},
-                    "noise_floor": asdict(Metrics.compare(m.second, m.first)),
-                    "fit": fit.to_dict() if fit else None,
-                    "groups": sorted({l.kind for l in space.distinct_layers()})})
+                    "noise_floor": asdict(Metrics.compare(m.second[:n], m.first[:n])),
+                    "predictor": default.describe(), "adherence": adherence})
     return out
 
 
@@ -152,15 +163,31 @@ def main() -> None:
                 lines.append(f"| {space} | {device} | {tag} | {d['load']:.1f} | {name} | {m['within_5_pct']:.0f}% | "
                              f"{m['within_10_pct']:.0f}% | {m['rmspe_pct']:.2f} | {m['bias_pct']:+.2f} | "
                              f"{d['noise_floor']['rmspe_pct']:.2f} |")
-    fits = [(configs[k], sessions[0]["sessions"][k]) for k in range(len(configs))]
-    lines += ["", "## Calibration fits (the same in every session: they depend on the table only)", "",
-              "| space | device | coefficients | intercept ms | ridge alpha | LOO RMSPE % |",
+    lines += ["", "## Budget adherence", "",
+              "In each session, three latency-bound searches per table (budgets at the 30th, 50th and 70th "
+              "percentile of predicted latency, params as the signal) through the default predictor with its "
+              "default margin (1.645 x its held-out RMSPE); the chosen subnets are measured whole in the same "
+              "rounds as the held-out ones.", "",
+              "| space | device | session | budget ms | margin % | predicted ms | measured ms | meets budget |",
+              "|---|---|---|---|---|---|---|---|"]
+    met = []
+    for k, (space, device) in enumerate(configs):
+        for i, sess in enumerate(sessions):
+            for a in sess["sessions"][k]["adherence"]:
+                met.append(a["measured_ms"] <= a["budget_ms"])
+                lines.append(f"| {space} | {device} | {i + 1} | {a['budget_ms']:.3f} | {a['margin_pct']:.2f} | "
+                             f"{a['predicted_ms']:.3f} | {a['measured_ms']:.3f} | {'yes' if met[-1] else 'no'} |")
+    lines += ["", f"{sum(met)} of {len(met)} searched subnets ({100 * np.mean(met):.0f}%) meet their budget measured.",
+              "", "## Default predictor per table (the same in every session: it depends on the table only)", "",
+              "| space | device | predictor | coefficients | intercept ms | held-out (leave-one-out) RMSPE % |",
               "|---|---|---|---|---|---|"]
-    for (space, device), d in fits:
-        if fit := d["fit"]:
-            coefs = ", ".join(f"{g} {c:.3f}" for g, c in zip(d["groups"], fit["coefficients"]))
-            lines.append(f"| {space} | {device} | {coefs} | "
-                         f"{fit['intercept_ms']:.3f} | {fit['alpha']:.3g} | {fit['loo_rmspe_pct']:.2f} |")
+    for k, (space, device) in enumerate(configs):
+        d = sessions[0]["sessions"][k]["predictor"]
+        coefs = ", ".join(f"{g} {c:.3f}" for g, c in zip(d.get("features", []), d.get("coefficients", [])))
+        err = d.get("expected_error_pct")
+        lines.append(f"| {space} | {device} | {d['label']} | {coefs or '-'} | "
+                     f"{d['intercept_ms']:.3f} | {err:.2f} |" if coefs else
+                     f"| {space} | {device} | {d['label']} | - | - | {err if err is not None else '-'} |")
     print("\n".join(lines))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / ("robustness_quick.md" if args.quick else "robustness.md")).write_text("\n".join(lines) + "\n")
