@@ -15,7 +15,7 @@ from latencykit.lut.predictors import Measured, PredictorError, get_predictor, l
 from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol
 from latencykit.lut.removal import choose_references, profile_removal, removable
-from latencykit.lut.validate import Metrics, measure_archs, sample_archs
+from latencykit.lut.validate import Measurements, Metrics, measure_archs, sample_archs
 from latencykit.space import load_space
 
 FAST = Protocol(rounds=4, warmup_runs=2, min_runs=2, max_runs=10, burst_ms=1.0, extra_rounds=2)
@@ -44,8 +44,11 @@ def small(tmp_path_factory):
     train = sample_archs(space, 16, seed=1000)
     test = sample_archs(space, 10, seed=0, exclude=train)
     protocol = Protocol(rounds=3, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=3.0, extra_rounds=2)
-    return (space, table, train, measure_archs(space, host, train, table, protocol, cache).measured,
-            test, measure_archs(space, host, test, table, protocol, cache))
+    # one session of interleaved rounds for the training and the held-out subnets: their scales agree
+    both = measure_archs(space, host, train + test, table, protocol, cache)
+    n = len(train)
+    held_out = Measurements(test, both.first[n:], both.second[n:], both.raw_ms[n:], both.reference_ms_now)
+    return space, table, train, both.measured[:n], test, held_out
 
 
 def test_references_cover_every_removable_layer(tiny) -> None:
