@@ -20,6 +20,7 @@ import numpy as np
 from latencykit.arch import Arch
 from latencykit.devices import Device, get_device
 from latencykit.errors import ArchitectureError, TableError
+from latencykit.lut.models import ModelMeasurement, measure_model as _measure_model
 from latencykit.lut.measurements import MeasurementError, MeasurementSet, load_set, measured_set, table_for
 from latencykit.lut.predictors import Measured, Predictor, PredictorError, get_predictor, predictor_path, resolve_predictor
 from latencykit.lut.profile import ProfileResult
@@ -135,6 +136,14 @@ def measure_set(space: SearchSpace, device: Device, samples: int = 10, seed: int
     return found, found.write()
 
 
+def measure_model(model: str, devices: list[Device], input_shape: tuple[int, ...] | None = None,
+                  rounds: int = 15, breakdown: bool = False) -> list[ModelMeasurement]:
+    """Any model's latency on each device, side by side: a file (`.onnx`, `.tflite`, `.mlpackage`) in the
+    device's format, or a PyTorch factory `package.module:function` (importing it runs that code)
+    exported at `input_shape` through each device's exporter; per-operator times with `breakdown`."""
+    return [_measure_model(model, d, input_shape, rounds, breakdown) for d in devices]
+
+
 def read_archs(space: SearchSpace, file: Path) -> list[Arch]:
     """Architectures from a file: one JSON object or cell string per line, or a CSV with an `arch` column."""
     try:
@@ -197,5 +206,5 @@ def export_subnet(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoin
     return export_arch(space, arch, fmt, out, checkpoint)
 
 
-__all__ = ["Budget", "SearchConfig", "Prediction", "fit_predictor", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
+__all__ = ["Budget", "SearchConfig", "Prediction", "fit_predictor", "measure_model", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
            "measure_subnets", "predict", "predictor_for", "profile", "search", "export_subnet", "validate"]
