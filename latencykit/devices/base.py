@@ -59,4 +59,4 @@ class Device(ABC):
     def profile_ops(self, model: Path, runs: int) -> list[OpTime]:
         """Per-operator mean time over `runs` inferences, for devices whose runtime has a profiler."""
         raise LatencykitError(f"device {self.name} has no per-operator profiler: --breakdown needs a runtime that "
-                              "reports per-operator times (host: ONNX Runtime; android: benchmark_model)")
+                              "reports per-operator times (host: ONNX Runtime's profiler)")

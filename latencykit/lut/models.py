@@ -109,17 +109,17 @@ def model_file(model: str, device: Device, input_shape: tuple[int, ...] | None,
             raise ModelError(f"{model} is a PyTorch factory: give its input shape with --input, e.g. 1x3x224x224")
         import torch
 
+        torch.manual_seed(0)  # seeded weights and input: the same factory gives the same file, found in the cache
         module = load_factory(model)
-        torch.manual_seed(0)
         inputs = (torch.randn(*input_shape),)
         try:
             return (cache or default_cache()).export(module, inputs, device.format)
         except LatencykitError as exc:
             raise ModelError(f"{model} at input {'x'.join(map(str, input_shape))}: {exc}") from None
     path = Path(model)
+    fmt = check_file(path)
     if input_shape is not None:
         raise ModelError("--input is for a PyTorch factory; a model file carries its own input shape")
-    fmt = check_file(path)
     if fmt != device.format:
         raise ModelError(f"{path.name} is a {fmt} model; device {device.name} runs {device.format} models "
                          f"(pass a PyTorch factory to export it, or a {device.format} file)")
@@ -159,10 +159,10 @@ def measure_model(model: str, device: Device, input_shape: tuple[int, ...] | Non
     start = time.perf_counter()
     try:
         stats = measure_models(device, {"model": path}, export_reference(cache, device.format), protocol)
-    except ModelError:
-        raise
     except LatencykitError as exc:
         raise ModelError(f"{path.name} cannot run on {device.name}: {exc}") from None
+    except Exception as exc:  # a runtime's own error on a file it loaded: still one line for the user
+        raise ModelError(f"{path.name} failed on {device.name}: {type(exc).__name__}: {exc}") from None
     ops = device.profile_ops(path, max(10, rounds)) if breakdown else []
     s = stats["model"]
     return ModelMeasurement(model, device.name, str(path), s.latency_ms, s.q1_ms, s.q3_ms, s.cv, s.runs,

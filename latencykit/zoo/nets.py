@@ -348,8 +348,8 @@ class Variant:
         return f"{self.family}-w{self.width:g}-r{self.resolution}"
 
 
-def variants(resolutions: tuple[int, ...] = (128, 160), widths: tuple[float, ...] = (0.5, 1.0)) -> list[Variant]:
-    """Every family at each width and resolution (ViT and MobileViT need multiples of 32)."""
+def variants(resolutions: tuple[int, ...] = (128, 192), widths: tuple[float, ...] = (0.5, 1.0)) -> list[Variant]:
+    """Every family at each width and resolution (multiples of 64: MobileViT unfolds 2x2 patches at stride 32)."""
     return [Variant(f, w, r) for f in ZOO for w in widths for r in resolutions]
 
 
