@@ -45,9 +45,14 @@ _ACT_MODULES: dict[str, Callable[[], nn.Module]] = {
 
 
 class _Fn(nn.Module):
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+    """A function as a module; `label` names it in repr, which the export cache's key includes."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], label: str) -> None:
         super().__init__()
-        self.fn = fn
+        self.fn, self.label = fn, label
+
+    def extra_repr(self) -> str:
+        return self.label
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
         return self.fn(*xs)
@@ -68,6 +73,7 @@ def build_kernel(kind: str, f: dict) -> tuple[nn.Module, tuple[torch.Tensor, ...
     """A module computing one kernel of type `kind` with configuration `f`, and its seeded inputs."""
     torch.manual_seed(0)
     hw = f.get("hw", 1)
+    label = f"{kind} {sorted(f.items())}"
     if kind == "conv":
         m = _with_relu(nn.Conv2d(f["cin"], f["cout"], f["k"], f["stride"], f["k"] // 2), f["relu"])
         return m, (torch.randn(1, f["cin"], hw, hw),)
@@ -80,7 +86,7 @@ def build_kernel(kind: str, f: dict) -> tuple[nn.Module, tuple[torch.Tensor, ...
     if kind == "linear":
         return _with_relu(nn.Linear(f["k"], f["n"]), f["relu"]), (torch.randn(1, f["m"], f["k"]),)
     if kind == "matmul":
-        return _Fn(torch.matmul), (torch.randn(1, f["b"], f["m"], f["k"]), torch.randn(1, f["b"], f["k"], f["n"]))
+        return _Fn(torch.matmul, label), (torch.randn(1, f["b"], f["m"], f["k"]), torch.randn(1, f["b"], f["k"], f["n"]))
     if kind == "pool":
         pool = nn.MaxPool2d if f["max"] else nn.AvgPool2d
         return pool(f["k"], f["stride"], f["k"] // 2), (torch.randn(1, f["c"], hw, hw),)
@@ -90,24 +96,24 @@ def build_kernel(kind: str, f: dict) -> tuple[nn.Module, tuple[torch.Tensor, ...
         c, h, w = _grid(f["elements"])
         op = torch.add if kind == "add" else torch.mul
         other = torch.randn(1, c, 1, 1) if f["broadcast"] else torch.randn(1, c, h, w)
-        return _Fn(op), (torch.randn(1, c, h, w), other)
+        return _Fn(op, label), (torch.randn(1, c, h, w), other)
     if kind == "act":
         c, h, w = _grid(f["elements"])
         return _ACT_MODULES[ACTS[f["kind"]]](), (torch.randn(1, c, h, w),)
     if kind == "softmax":
-        return _Fn(lambda x: x.softmax(-1)), (torch.randn(1, f["rows"], f["cols"]),)
+        return _Fn(lambda x: x.softmax(-1), label), (torch.randn(1, f["rows"], f["cols"]),)
     if kind == "layernorm":
         return nn.LayerNorm(f["cols"]), (torch.randn(1, f["rows"], f["cols"]),)
     if kind == "transpose":
         inner = f["inner"]
         outer = max(1, f["elements"] // (inner * inner))
-        return _Fn(lambda x: x.transpose(-1, -2)), (torch.randn(1, outer, inner, inner),)
+        return _Fn(lambda x: x.transpose(-1, -2), label), (torch.randn(1, outer, inner, inner),)
     if kind == "concat":
         c, h, w = _grid(f["elements"] // f["inputs"])
-        return _Fn(lambda *xs: torch.cat(xs, 1)), tuple(torch.randn(1, c, h, w) for _ in range(f["inputs"]))
+        return _Fn(lambda *xs: torch.cat(xs, 1), label), tuple(torch.randn(1, c, h, w) for _ in range(f["inputs"]))
     if kind == "slice":
         c, h, w = _grid(f["elements"])
-        return _Fn(lambda x: x[:, c:]), (torch.randn(1, 2 * c, h, w),)
+        return _Fn(lambda x: x[:, c:], label), (torch.randn(1, 2 * c, h, w),)
     raise KeyError(kind)
 
 
@@ -136,6 +142,8 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
     if kind == "conv":
         k = _pick(rng, [1, 1, 1, 3, 3, 5, 7])
         hw = max(hw, 2) if k > 1 else hw
+        if hw <= 2:  # a squeeze-excite or classifier 1x1 on a pooled vector: any width
+            c, c2 = _pick(rng, _CH), _pick(rng, _CH)
         cin = _pick(rng, [3, 3, c]) if hw >= 96 else c
         return {"hw": hw, "cin": cin, "cout": c2, "k": k, "stride": _pick(rng, [1, 1, 2]) if hw > 2 else 1,
                 "relu": flag}
