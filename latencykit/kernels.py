@@ -33,7 +33,7 @@ FEATURES: dict[str, tuple[str, ...]] = {
 }
 """Each kernel type's configuration, as numbers (flags are 0/1; `act.kind` indexes ACTS)."""
 
-SHARE: dict[str, int] = {"conv": 6, "dwconv": 3, "linear": 3, "gconv": 2, "matmul": 2}
+SHARE: dict[str, int] = {"conv": 20, "dwconv": 8, "gconv": 8, "linear": 8, "matmul": 4}
 """Samples of each type per unit of `profile --kernel-samples` (other types: 1): the costly, varied ones get more."""
 
 ACTS = ("relu", "sigmoid", "hardswish", "hardsigmoid", "silu", "gelu", "relu6", "tanh")
@@ -67,6 +67,12 @@ def _grid(elements: int) -> tuple[int, int, int]:
     c = max(1, int(round(elements ** (1 / 3))))
     hw = max(1, int(round(math.sqrt(elements / c))))
     return c, hw, hw
+
+
+def node_chain(nodes: int) -> tuple[nn.Module, tuple[torch.Tensor]]:
+    """`nodes` alternating Tanh and Sigmoid on 64 values: nearly no compute, so its latency less that of
+    one node is the runtime's cost of dispatching `nodes - 1` more."""
+    return nn.Sequential(*[(nn.Tanh if i % 2 else nn.Sigmoid)() for i in range(nodes)]), (torch.randn(1, 64),)
 
 
 def build_kernel(kind: str, f: dict) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:

@@ -116,8 +116,8 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
                                          "attention matmul, pooling, elementwise, ...) for `predict MODEL.onnx`, "
                                          "instead of a space's layers."),
             kernel_samples: int = typer.Option(30, "--kernel-samples", min=2, max=10_000,
-                                               help="With --kernels: samples per kernel type (x6 conv, x3 depthwise "
-                                                    "and linear, x2 grouped conv and matmul)."),
+                                               help="With --kernels: samples per kernel type (x20 conv, x8 depthwise, "
+                                                    "grouped conv and linear, x4 matmul)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable); with
     --kernels, sample every kernel type instead and fit the kernel predictor."""
@@ -150,7 +150,7 @@ def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], as_jso
     with progress_bar(not as_json) as task:
         model, path = profile_kernels(dev, samples, rounds, path=out, progress=task(f"kernels on {dev.name}"))
     data = {"device": dev.name, "path": str(path), "seconds": model.info["seconds"],
-            "overhead_ms": model.overhead_ms, "samples": {k: len(v) for k, v in model.samples.items()}}
+            "overhead_ms": model.overhead_ms, "node_ms": model.node_ms, "samples": {k: len(v) for k, v in model.samples.items()}}
     emit(data, as_json, lambda d: f"measured {sum(d['samples'].values())} kernel samples on {d['device']} in "
          f"{d['seconds']:.0f} s (" + ", ".join(f"{k} {n}" for k, n in d["samples"].items())
          + f")\nkernel predictor: {d['path']}")

@@ -4,8 +4,8 @@
 not code: which ops are free, which fuse into the kernel before them, which chains form one kernel).
 `profile_kernels` measures sampled configurations of every kernel type on a device with the tables'
 protocol, in two stages: half the samples at random, then the other half where the first fit is
-least sure (largest spread across its trees). `KernelPredictor` fits one random forest per kernel
-type on log features and sums the kernels' predictions. It is stored as its measured samples (JSON)
+least sure (largest spread across its trees). `KernelPredictor` fits one regressor per kernel type
+(a log-linear ridge base and a random forest on its residuals) and sums the kernels' predictions. It is stored as its measured samples (JSON)
 and refitted deterministically on load: nothing executable is ever read from a file.
 """
 
@@ -24,15 +24,16 @@ from latencykit.devices import Device, require
 from latencykit.errors import LatencykitError
 from latencykit.export import ExportCache, default_cache
 from latencykit.files import atomic_write_text
-from latencykit.kernels import ACTS, FEATURES, SHARE, build_kernel, flops, memory, sample_config
+from latencykit.kernels import ACTS, FEATURES, SHARE, build_kernel, flops, memory, node_chain, sample_config
 from latencykit.lut.models import ModelError, check_file
 from latencykit.lut.protocol import Progress, Protocol, export_reference, measure_models
 from latencykit.paths import home
 
 FORMAT = "latencykit-kernel-predictor"
 VERSION = 1
-OVERHEAD = ("act", {"elements": 64, "kind": 0})
-"""The smallest kernel: its latency is the runtime's fixed cost per inference, counted once per model."""
+CHAIN = 8
+"""Nodes of the chain whose latency, against one node's, gives the runtime's cost per node (node_ms);
+one node's latency less that is its fixed cost per inference (overhead_ms), counted once per model."""
 
 
 class KernelError(LatencykitError):
@@ -63,14 +64,16 @@ class Kernel:
 class Detection:
     kernels: tuple[Kernel, ...]
     unknown: dict[str, int] = field(default_factory=dict)  # op type -> nodes no rule covers
+    free_nodes: int = 0  # nodes that move no data (Reshape, ...) but still run: each costs a dispatch
 
 
 def _prod(dims) -> int:
     return int(np.prod(dims)) if len(dims) else 1
 
 
-def detect(path: Path) -> Detection:
-    """The kernels of an ONNX graph, in execution order, and the op types no rule covers."""
+def detect(path: Path, fmt: str = "onnx") -> Detection:
+    """The kernels of an ONNX graph, in execution order, and the op types no rule covers, for a runtime
+    that runs `fmt` files (fusions differ between runtimes)."""
     import onnx
     from onnx import numpy_helper, shape_inference
 
@@ -93,9 +96,11 @@ def detect(path: Path) -> Detection:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     r = rules()
-    free, fuse, ops_map, acts = set(r["free"]), r["fuse"], r["ops"], r["acts"]
+    free, ops_map, acts = set(r["free"]), r["ops"], r["acts"]
+    extra = r.get("fuse_by_format", {}).get(fmt, {})
+    fuse = {k: [*r["fuse"].get(k, []), *extra.get(k, [])] for k in {*r["fuse"], *extra}}
     done: set[int] = set()
-    kernels, unknown = [], {}
+    kernels, unknown, free_nodes = [], {}, 0
 
     def only_consumer(node):
         outs = consumers.get(node.output[0], [])
@@ -115,6 +120,7 @@ def detect(path: Path) -> Detection:
             static.update(n.output)  # folded before running: shapes are static here
             continue
         if n.op_type in free:
+            free_nodes += 1
             continue
         chain = [n]
         kind, cfg = None, {}
@@ -173,9 +179,12 @@ def detect(path: Path) -> Detection:
             elif kind == "slice":
                 cfg = {"elements": sum(_prod(shapes.get(o, [])) for o in n.output)}
             cur = n
-            while (nxt := only_consumer(cur)) is not None and nxt.op_type in fuse.get(kind, ()):
-                if nxt.op_type == "Add" and not any(i in static for i in nxt.input):
-                    break  # a residual add, not a bias
+            while (nxt := only_consumer(cur)) is not None:
+                bias = nxt.op_type == "Add" and any(i in static for i in nxt.input)
+                residual = nxt.op_type == "Add" and not bias
+                rule = "Sum" if residual else nxt.op_type
+                if rule not in fuse.get(kind, ()):
+                    break
                 if nxt.op_type in ("Relu", "Clip"):
                     cfg["relu"] = 1
                 chain.append(nxt)
@@ -185,7 +194,7 @@ def detect(path: Path) -> Detection:
         names = FEATURES[kind]
         kernels.append(Kernel(kind, tuple((k, int(cfg[k])) for k in names), tuple(c.name for c in chain),
                               tuple(c.op_type for c in chain)))
-    return Detection(tuple(kernels), unknown)
+    return Detection(tuple(kernels), unknown, free_nodes)
 
 
 def _run_shapes(model, names: list[str]) -> dict[str, list[int]]:
@@ -216,26 +225,37 @@ def _row(kind: str, f: dict) -> list[float]:
 
 
 class KernelPredictor:
-    """One random forest per kernel type on log features; a model's latency is the sum of its kernels'
-    predictions less the runtime's fixed cost for all but one of them."""
+    """One regressor per kernel type on log features; a model's latency is the sum of its kernels'
+    predictions (each less the runtime's fixed cost per inference), a dispatch for each free node, and
+    the fixed cost once."""
 
     def __init__(self, device: str, samples: dict[str, list[tuple[dict, float]]], overhead_ms: float,
-                 info: dict | None = None) -> None:
+                 node_ms: float = 0.0, info: dict | None = None) -> None:
         self.device, self.samples, self.overhead_ms, self.info = device, samples, overhead_ms, info or {}
+        self.node_ms = node_ms
         self.models = {k: self._fit(k, v) for k, v in samples.items() if v}
 
     @staticmethod
     def _fit(kind: str, rows: list[tuple[dict, float]]):
+        """A log-linear base (ridge) and a random forest on its residuals: smooth between samples, and
+        flexible where a runtime switches algorithm."""
         from sklearn.ensemble import RandomForestRegressor
+        from sklearn.linear_model import Ridge
 
         x = np.array([_row(kind, f) for f, _ in rows])
         y = np.log(np.array([max(ms, 1e-6) for _, ms in rows]))
-        return RandomForestRegressor(n_estimators=100, min_samples_leaf=1, random_state=0, n_jobs=1).fit(x, y)
+        base = Ridge(alpha=1e-3).fit(x, y)
+        forest = RandomForestRegressor(n_estimators=100, random_state=0, n_jobs=1).fit(x, y - base.predict(x))
+        return base, forest
+
+    def _log_ms(self, kind: str, x: np.ndarray) -> np.ndarray:
+        base, forest = self.models[kind]
+        return base.predict(x) + forest.predict(x)
 
     def spread(self, kind: str, configs: list[dict]) -> np.ndarray:
-        """How unsure the forest is at each configuration: the spread of its trees' log predictions."""
+        """How unsure the fit is at each configuration: the spread of its trees' log predictions."""
         x = np.array([_row(kind, f) for f in configs])
-        per_tree = np.stack([t.predict(x) for t in self.models[kind].estimators_])
+        per_tree = np.stack([t.predict(x) for t in self.models[kind][1].estimators_])
         return per_tree.std(axis=0)
 
     def predict_kernels(self, kernels: list[Kernel]) -> np.ndarray:
@@ -248,15 +268,15 @@ class KernelPredictor:
         for kind in {k.kind for k in kernels}:
             idx = [i for i, k in enumerate(kernels) if k.kind == kind]
             x = np.array([_row(kind, kernels[i].features) for i in idx])
-            out[idx] = np.maximum(np.exp(self.models[kind].predict(x)) - self.overhead_ms, 0.0)
+            out[idx] = np.maximum(np.exp(self._log_ms(kind, x)) - self.overhead_ms, 0.0)
         return out
 
-    def predict(self, kernels: list[Kernel]) -> float:
-        return float(self.predict_kernels(kernels).sum() + self.overhead_ms)
+    def predict(self, kernels: list[Kernel], free_nodes: int = 0) -> float:
+        return float(self.predict_kernels(kernels).sum() + free_nodes * self.node_ms + self.overhead_ms)
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "device": self.device, "overhead_ms": self.overhead_ms,
-                "info": self.info,
+                "node_ms": self.node_ms, "info": self.info,
                 "samples": {k: [{"config": f, "ms": ms} for f, ms in v] for k, v in self.samples.items()}}
 
     def save(self, path: Path | None = None) -> Path:
@@ -276,7 +296,8 @@ class KernelPredictor:
                 if kind not in FEATURES:
                     raise ValueError(f"unknown kernel type {kind!r}")
                 samples[kind] = [({k: int(r["config"][k]) for k in FEATURES[kind]}, _ms(r["ms"])) for r in rows]
-            return cls(str(data["device"]), samples, _ms(data["overhead_ms"]), dict(data.get("info", {})))
+            return cls(str(data["device"]), samples, _ms(data["overhead_ms"]), _ms(data["node_ms"]),
+                       dict(data.get("info", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KernelError(f"kernel predictor {path} is damaged: {exc}") from None
 
@@ -315,9 +336,11 @@ def _configs(kind: str, n: int, rng: np.random.Generator, seen: set) -> list[dic
 
 def _measure(device: Device, configs: list[tuple[str, dict]], cache: ExportCache, protocol: Protocol,
              progress: Progress | None) -> list[float]:
+    """Each configuration's latency; a ("chain", {"nodes": n}) entry is `node_chain(n)`."""
     files = {}
     for i, (kind, f) in enumerate(configs):
-        files[str(i)] = cache.export(*build_kernel(kind, f), device.format)
+        module = node_chain(f["nodes"]) if kind == "chain" else build_kernel(kind, f)
+        files[str(i)] = cache.export(*module, device.format)
         if progress:
             progress(i + 1, 2 * len(configs))
     stats = measure_models(device, files, export_reference(cache, device.format), protocol,
@@ -339,12 +362,14 @@ def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: in
     start = time.perf_counter()
     wanted = {k: samples * SHARE.get(k, 1) for k in kinds}
     first = [(k, f) for k in kinds for f in _configs(k, max(2, wanted[k] // 2), rng, seen)]
-    measured = _measure(device, [OVERHEAD, *first], cache, protocol, progress)
-    overhead, got = measured[0], dict(zip(range(len(first)), measured[1:]))
+    measured = _measure(device, [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN}), *first], cache, protocol,
+                        progress)
+    node_ms = max((measured[1] - measured[0]) / (CHAIN - 1), 0.0)
+    overhead, got = max(measured[0] - node_ms, 0.0), dict(zip(range(len(first)), measured[2:]))
     by_kind: dict[str, list] = {k: [] for k in kinds}
     for i, (k, f) in enumerate(first):
         by_kind[k].append((f, got[i]))
-    model = KernelPredictor(device.name, by_kind, overhead)
+    model = KernelPredictor(device.name, by_kind, overhead, node_ms)
     second = []
     for k in kinds:
         pool = _configs(k, 10 * wanted[k], rng, seen)
@@ -357,7 +382,7 @@ def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: in
     info = {"device_info": device.describe(), "protocol": protocol.to_dict(), "samples_per_type": samples,
             "seed": seed, "seconds": round(time.perf_counter() - start, 1),
             "sampling": "half random, half where the first fit's trees disagree most"}
-    model = KernelPredictor(device.name, by_kind, overhead, info)
+    model = KernelPredictor(device.name, by_kind, overhead, node_ms, info)
     return model, model.save(path)
 
 
@@ -366,7 +391,8 @@ class ModelPrediction:
     model: str
     device: str
     latency_ms: float
-    overhead_ms: float
+    overhead_ms: float  # the runtime's fixed cost per inference
+    free_nodes_ms: float  # dispatching the nodes that move no data (Reshape, ...)
     kernels: list[dict]
 
     def to_dict(self) -> dict:
@@ -375,7 +401,9 @@ class ModelPrediction:
 
 def predict_model(path: Path, device: str, predictor_path: Path | None = None) -> ModelPrediction:
     """An ONNX model's latency on `device`: the sum of its kernels' predictions, with the breakdown."""
-    found = detect(Path(path))
+    from latencykit.devices import get_device
+
+    found = detect(Path(path), get_device(device).format)
     if found.unknown:
         ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(found.unknown.items()))
         raise ModelError(f"{Path(path).name} has operators no kernel rule covers: {ops}; measure it whole "
@@ -384,4 +412,6 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None) -
     ms = model.predict_kernels(list(found.kernels))
     rows = [{"kernel": k.kind, "config": k.features, "ops": "+".join(k.ops), "ms": float(t)}
             for k, t in zip(found.kernels, ms)]
-    return ModelPrediction(str(path), device, float(ms.sum() + model.overhead_ms), model.overhead_ms, rows)
+    free = found.free_nodes * model.node_ms
+    return ModelPrediction(str(path), device, float(ms.sum() + free + model.overhead_ms), model.overhead_ms,
+                           free, rows)
