@@ -13,7 +13,7 @@ from __future__ import annotations
 from latencykit.version import __version__
 
 _API = ("load_space", "get_device", "profile", "load_table", "get_predictor", "predictor_for", "fit_predictor",
-        "predict", "measure_model", "measure_subnets", "validate", "search", "export_subnet", "Prediction", "Budget", "SearchConfig")
+        "predict", "measure_model", "profile_kernels", "predict_model", "measure_subnets", "validate", "search", "export_subnet", "Prediction", "Budget", "SearchConfig")
 __all__ = ["__version__", *_API]
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from latencykit.cli.app import JsonOption, app, emit, table
-from latencykit.cli.core import BenchmarkModelOption, SerialOption, ThreadsOption, _str, progress_bar
+from latencykit.cli.core import BenchmarkModelOption, SerialOption, ThreadsOption, _str
 
 
 def _input_shape(value: Optional[str]) -> Optional[str]:
@@ -67,8 +67,7 @@ def measure(model: str = typer.Argument(..., help="A model file (.onnx, .tflite,
     names = [device] if device else [n.strip() for n in compare.split(",")]
     devices = [get_device(n, threads=threads, serial=serial, benchmark_model=_str(benchmark_model)) for n in names]
     shape = parse_input(input_shape) if input_shape else None
-    with progress_bar(False):
-        results = measure_model(model, devices, shape, rounds, breakdown)
+    results = measure_model(model, devices, shape, rounds, breakdown)
     data = {"model": model, "results": [r.to_dict() for r in results]}
     if chart is not None:
         data["chart"] = str(breakdown_chart(results, chart))
