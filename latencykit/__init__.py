@@ -13,8 +13,8 @@ from __future__ import annotations
 from latencykit.version import __version__
 
 _API = ("Budget", "SearchConfig", "Prediction", "describe_table", "export_subnet", "fit_predictor", "get_device",
-        "get_predictor", "list_devices", "load_space", "load_table", "measure_set", "measure_subnets", "predict",
-        "predict_many", "predictor_for", "profile", "read_archs", "search", "validate")
+        "get_predictor", "list_devices", "load_space", "load_table", "measure_model", "measure_set", "measure_subnets", "predict",
+        "predict_many", "predict_model", "predictor_for", "profile", "profile_kernels", "read_archs", "search", "validate")
 __all__ = ["__version__", *_API]
 
 

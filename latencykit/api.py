@@ -20,6 +20,9 @@ import numpy as np
 from latencykit.arch import Arch
 from latencykit.devices import Device, get_device
 from latencykit.errors import ArchitectureError, TableError
+from latencykit.lut.kernels import KernelPredictor, ModelPrediction, predict_model as _predict_model
+from latencykit.lut.kernels import profile_kernels as _profile_kernels
+from latencykit.lut.models import ModelMeasurement, measure_model as _measure_model
 from latencykit.lut.measurements import MeasurementError, MeasurementSet, load_set, measured_set, table_for
 from latencykit.lut.predictors import Measured, Predictor, PredictorError, get_predictor, predictor_path, resolve_predictor
 from latencykit.lut.profile import ProfileResult
@@ -171,6 +174,27 @@ def measure_set(space: SearchSpace, device: Device, samples: int = 10, seed: int
     return found, found.write()
 
 
+def measure_model(model: str, devices: list[Device], input_shape: tuple[int, ...] | None = None,
+                  rounds: int = 15, breakdown: bool = False) -> list[ModelMeasurement]:
+    """Any model's latency on each device, side by side: a file (`.onnx`, `.tflite`, `.mlpackage`) in the
+    device's format, or a PyTorch factory `package.module:function` (importing it runs that code)
+    exported at `input_shape` through each device's exporter; per-operator times with `breakdown`."""
+    return [_measure_model(model, d, input_shape, rounds, breakdown) for d in devices]
+
+
+def profile_kernels(device: Device, samples: int = 30, rounds: int = 5, seed: int = 0, path: Path | None = None,
+                    progress: Progress | None = None) -> tuple[KernelPredictor, Path]:
+    """Measure sampled configurations of every kernel type on `device` (adaptively: half where the first
+    fit is least sure) and save the kernel predictor that `predict_model` uses."""
+    return _profile_kernels(device, samples, rounds, seed, path=path, progress=progress)
+
+
+def predict_model(model: Path, device: str) -> ModelPrediction:
+    """Any ONNX model's latency on `device` from its kernel predictor, with the per-kernel breakdown; an
+    operator no kernel rule covers is named in the error (measure that model whole instead)."""
+    return _predict_model(Path(model), device)
+
+
 def read_archs(space: SearchSpace, file: Path) -> list[Arch]:
     """Architectures from a file: one JSON object or cell string per line, or a CSV with an `arch` column."""
     try:
@@ -235,5 +259,5 @@ def export_subnet(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoin
     return export_arch(space, arch, fmt, out, checkpoint)
 
 
-__all__ = ["Budget", "SearchConfig", "describe_table", "list_devices", "Prediction", "fit_predictor", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
+__all__ = ["Budget", "SearchConfig", "describe_table", "list_devices", "Prediction", "fit_predictor", "measure_model", "predict_model", "profile_kernels", "measure_set", "predict_many", "read_archs", "get_device", "get_predictor", "load_space", "load_table",
            "measure_subnets", "predict", "predictor_for", "profile", "search", "export_subnet", "validate"]

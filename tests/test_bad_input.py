@@ -45,6 +45,7 @@ BASE: dict[str, list[str]] = {
     "export": [ARCH, "-s", TINY],
     "lut import": ["nn-meter", NNMETER, "-d", "somephone", "-s", TINY],
     "lut phones": ["-s", TINY],
+    "measure": ["latencykit.zoo:squeezenet", "--input", "1x3x32x32", "-d", "host"],
 }
 
 SPACE_BAD = [["nosuch"], ["@missing.json"], ["@folder.json"], ["@empty.json"], ["@garbage.json"]]
@@ -61,12 +62,13 @@ MATRIX: dict[str, dict[str, list[list[str]]]] = {
     "profile": {"--device": DEVICE_BAD, "--space": SPACE_BAD, "--threads": THREADS_BAD,
                 "--serial": [["ZZZ"]], "--benchmark-model": FILE_BAD, "--out": [[FOLDER]],
                 "--rounds": [["0"], ["-3"], ["1000000"], ["ten"]], "--mode": [["sideways"]],
-                "--calibrate": [["-1"], ["100000"], ["some"]]},
+                "--calibrate": [["-1"], ["100000"], ["some"]],
+                "--kernels": [["--kernels=yes"], ["--kernels"]], "--kernel-samples": [["0"], ["1"], ["100000"], ["x"]]},
     "show": {"--device": DEVICE_BAD, "--space": SPACE_BAD, "--table": FILE_BAD + [[GARBAGE]],
              "--top": [["0"], ["-1"], ["x"]]},
     "predict": {"arch_file": FILE_BAD + [[GARBAGE]], "--device": DEVICE_BAD, "--space": SPACE_BAD,
                 "--predictor": [["nosuch"], ["calibrated"]], "--table": FILE_BAD + [[GARBAGE]],
-                "--archs": FILE_BAD + [[GARBAGE]], "--out": [[FOLDER]]},
+                "--archs": FILE_BAD + [[GARBAGE]], "--out": [[FOLDER]], "--breakdown": [["--breakdown=yes"]]},
     "measure-set": {"--device": DEVICE_BAD, "--space": SPACE_BAD, "--threads": THREADS_BAD, "--serial": [["ZZZ"]],
                     "--benchmark-model": FILE_BAD, "--samples": [["0"], ["-3"], ["10000000"], ["x"]],
                     "--seed": SEED_BAD},
@@ -99,8 +101,13 @@ MATRIX: dict[str, dict[str, list[list[str]]]] = {
     "lut phones": {"--space": SPACE_BAD, "--devices": [["nosuch"]], "--random": [["0"], ["-1"], ["100000"]],
                    "--band": [["0"], ["-0.1"], ["2"], ["wide"]], "--sample": [["1"], ["0"], ["100000000"]],
                    "--seed": SEED_BAD, "--plot": [[FOLDER]]},
+    "measure": {"model": FILE_BAD + [[GARBAGE], ["nosuch.module:factory"], ["json:nosuch"]],
+                "--device": DEVICE_BAD, "--compare": [["nosuch"], ["host,host"], ["host,"]],
+                "--input": [["1x0x3"], ["big"], ["-1x3"], ["99999x99999x99"]], "--rounds": [["0"], ["1000000"], ["x"]],
+                "--breakdown": [["--breakdown=yes"]], "--top": [["0"], ["x"]], "--chart": [[FOLDER]],
+                "--threads": THREADS_BAD, "--serial": [["ZZZ"]], "--benchmark-model": FILE_BAD},
 }
-ARGUMENTS = {"arch_file", "importer", "file"}  # positional: the bad value replaces the good one
+ARGUMENTS = {"arch_file", "importer", "file", "model"}  # positional: the bad value replaces the good one
 
 
 def _commands() -> dict[str, object]:
@@ -175,7 +182,7 @@ def _argv(command: str, option: str | None, value: list[str], files: dict[str, s
     if option is None:
         args = base + value
     elif option in ARGUMENTS:
-        position = {"arch_file": 0, "importer": 0, "file": 1}[option]
+        position = {"arch_file": 0, "importer": 0, "file": 1, "model": 0}[option]
         args = base[:position] + value + base[position + 1:]
     elif value[0].startswith("--"):  # a flag given a value
         args = base + value

@@ -19,6 +19,7 @@ SerialOption = typer.Option(None, "--serial", help="Android: which attached phon
 BenchmarkModelOption = typer.Option(None, "--benchmark-model", exists=True, dir_okay=False, readable=True,
                                     callback=non_empty_file,
                                     help="Android: path of TFLite's benchmark_model binary on this machine.")
+OptionalSpaceOption = typer.Option(None, "--space", "-s", help="Search space name or space file (see `latencykit spaces`).")
 TableOption = typer.Option(None, "--table", exists=True, dir_okay=False, readable=True, callback=non_empty_file,
                            help="Table file (default: $LATENCYKIT_HOME/tables/DEVICE/SPACE.parquet).")
 
@@ -87,21 +88,38 @@ def arch(space: str = SpaceOption,
 
 
 @app.command()
-def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
+def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOption, threads: Optional[int] = ThreadsOption, serial: Optional[str] = SerialOption,
             benchmark_model: Optional[Path] = BenchmarkModelOption,
-            out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file to write."),
-            rounds: int = typer.Option(15, min=1, max=1000, help="Interleaved measurement rounds."),
+            out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="Table file to write "
+                                               "(with --kernels: the kernel predictor's JSON)."),
+            rounds: Optional[int] = typer.Option(None, min=1, max=1000, help="Interleaved measurement rounds "
+                                                 "(15 for a table, 5 for kernels)."),
             calibrate: int = typer.Option(20, min=0, max=1000, help="Whole subnets measured in the same rounds "
                                           "to calibrate the table (0: none); isolated mode."),
             mode: Literal["isolated", "removal"] = typer.Option("isolated", help="isolated: each layer alone; removal: the latency drop "
                                      "when a layer is taken out of reference subnets (AutoViT 3.3.2)."),
+            kernels: bool = typer.Option(False, "--kernels", help="Profile kernel types (conv, depthwise, linear, "
+                                         "attention matmul, pooling, elementwise, ...) for `predict MODEL.onnx`, "
+                                         "instead of a space's layers."),
+            kernel_samples: int = typer.Option(30, "--kernel-samples", min=2, max=10_000,
+                                               help="With --kernels: samples per kernel type (x20 conv, x8 depthwise, "
+                                                    "grouped conv and linear, x4 matmul)."),
             as_json: bool = JsonOption) -> None:
-    """Measure every distinct layer of a space on a device and write its lookup table (resumable)."""
+    """Measure every distinct layer of a space on a device and write its lookup table (resumable); with
+    --kernels, sample every kernel type instead and fit the kernel predictor."""
     from latencykit.api import profile as run
     from latencykit.devices import get_device
+    from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
-    sp, dev = load_space(space), get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
+    if kernels == (space is not None):
+        raise LatencykitError("give --space SPACE to profile a space's layers, or --kernels (and no --space) "
+                              "to profile kernel types")
+    dev = get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
+    if kernels:
+        _profile_kernels(dev, kernel_samples, rounds or 5, out, as_json)
+        return
+    sp, rounds = load_space(space), rounds or 15
     with progress_bar(not as_json) as task:
         steps = ("export", f"measure on {dev.name}") if mode == "isolated" else (
             "reference subnets", f"isolated on {dev.name}")
@@ -110,6 +128,18 @@ def profile(device: str = DeviceOption, space: str = SpaceOption, threads: Optio
     emit(s, as_json, lambda s: f"[bold]{s['entries']}[/] entries measured on {s['device']} for {s['space']} "
          f"in {s['seconds']:.1f} s" + (f" (resumed after {s['resumed_rounds']} rounds)" if s["resumed_rounds"] else "")
          + f"\ntable: {s['path']}")
+
+
+def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], as_json: bool) -> None:
+    from latencykit.api import profile_kernels
+
+    with progress_bar(not as_json) as task:
+        model, path = profile_kernels(dev, samples, rounds, path=out, progress=task(f"kernels on {dev.name}"))
+    data = {"device": dev.name, "path": str(path), "seconds": model.info["seconds"],
+            "overhead_ms": model.overhead_ms, "node_ms": model.node_ms, "samples": {k: len(v) for k, v in model.samples.items()}}
+    emit(data, as_json, lambda d: f"measured {sum(d['samples'].values())} kernel samples on {d['device']} in "
+         f"{d['seconds']:.0f} s (" + ", ".join(f"{k} {n}" for k, n in d["samples"].items())
+         + f")\nkernel predictor: {d['path']}")
 
 
 @app.command()
@@ -155,20 +185,31 @@ PredictorOption = typer.Option("auto", "--predictor", "-p", callback=one_of(_pre
 @app.command()
 def predict(arch_file: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False, readable=True,
                                                    callback=non_empty_file,
-                                                   help="Architecture file (JSON, or a cell string)."),
-            device: str = DeviceOption, space: str = SpaceOption, predictor: str = PredictorOption,
+                                                   help="Architecture file (JSON, or a cell string) with --space; "
+                                                        "or any ONNX model (.onnx), predicted kernel by kernel."),
+            device: str = DeviceOption, space: Optional[str] = OptionalSpaceOption, predictor: str = PredictorOption,
             archs: Optional[Path] = typer.Option(None, "--archs", exists=True, dir_okay=False, readable=True,
                                                  callback=non_empty_file, help="Many architectures: one JSON or cell string "
                                                  "per line, or a CSV with an `arch` column; writes a CSV."),
             out: Optional[Path] = typer.Option(None, "--out", dir_okay=False, help="With --archs: the CSV to write "
                                                "(default: ARCHS.DEVICE.predicted.csv beside it)."),
-            table_path: Optional[Path] = TableOption, as_json: bool = JsonOption) -> None:
-    """Predict an architecture's latency on a device (or many, with --archs, into a CSV)."""
+            table_path: Optional[Path] = TableOption,
+            breakdown: bool = typer.Option(False, "--breakdown", help="With an ONNX model: every kernel's share."),
+            as_json: bool = JsonOption) -> None:
+    """Predict an architecture's latency on a device (or many, with --archs, into a CSV), or any ONNX
+    model's from the device's kernel predictor (`profile --kernels`)."""
     from latencykit.api import predict as run
     from latencykit.arch import Arch
     from latencykit.errors import LatencykitError
     from latencykit.space import load_space
 
+    if arch_file is not None and arch_file.suffix.lower() == ".onnx":
+        if space is not None or archs is not None:
+            raise LatencykitError("an ONNX model is predicted kernel by kernel: drop --space and --archs")
+        _predict_onnx(arch_file, device, breakdown, as_json)
+        return
+    if space is None:
+        raise LatencykitError("give --space SPACE with an architecture file (or an .onnx model without it)")
     sp = load_space(space)
     if archs is not None:
         _predict_file(sp, archs, device, predictor, out, table_path, as_json)
@@ -179,6 +220,26 @@ def predict(arch_file: Optional[Path] = typer.Argument(None, exists=True, dir_ok
     emit(data, as_json, lambda d: f"{d['latency_ms']:.3f} ms predicted on {d['device']} by {d['predictor']} "
          f"(table entries {'/'.join(d['table_sources']) or 'none'}); {d['params'] / 1e6:.2f} M params, "
          f"{d['flops'] / 1e6:.0f} MFLOPs")
+
+
+def _predict_onnx(model: Path, device: str, breakdown: bool, as_json: bool) -> None:
+    from latencykit.api import predict_model
+
+    data = predict_model(model, device).to_dict()
+    if not breakdown:
+        data.pop("kernels")
+
+    def render(d: dict):
+        head = f"{d['latency_ms']:.3f} ms predicted on {d['device']} from its kernels"
+        if not breakdown:
+            return head
+        rows = sorted(d["kernels"], key=lambda r: -r["ms"])
+        total = d["latency_ms"] or 1.0
+        return table(head, ["kernel", "configuration", "ops", "ms", "%"],
+                     [[r["kernel"], " ".join(f"{k}={v}" for k, v in r["config"].items()), r["ops"],
+                       f"{r['ms']:.4f}", f"{100 * r['ms'] / total:.1f}"] for r in rows])
+
+    emit(data, as_json, render)
 
 
 def _predict_file(sp, archs: Path, device: str, predictor: str, out: Optional[Path], table_path: Optional[Path],

@@ -7,6 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from latencykit.errors import LatencykitError
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """One operator's share of an inference: its node name, type and mean time per run."""
+
+    node: str
+    op: str
+    ms: float
+
 
 @dataclass(frozen=True)
 class Availability:
@@ -44,3 +55,8 @@ class Device(ABC):
 
     def close(self, handle: Any) -> None:
         """Release what `open` took (sessions, pushed files)."""
+
+    def profile_ops(self, model: Path, runs: int) -> list[OpTime]:
+        """Per-operator mean time over `runs` inferences, for devices whose runtime has a profiler."""
+        raise LatencykitError(f"device {self.name} has no per-operator profiler: --breakdown needs a runtime that "
+                              "reports per-operator times (host: ONNX Runtime's profiler)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import numpy as np
 from latencykit.devices.clock import DESCRIPTION as CLOCKS
 from latencykit.devices.clock import median_ms
 from latencykit.devices.clock import resolve as resolve_clock
-from latencykit.devices.base import Availability, Device
+from latencykit.devices.base import Availability, Device, OpTime
 from latencykit.errors import DeviceUnavailableError
 
 
@@ -61,7 +63,7 @@ class HostOnnxDevice(Device):
                 "clock": CLOCKS[self.clock],
                 "machine": platform.machine(), "os": platform.platform()}
 
-    def open(self, model: Path) -> _Session:
+    def _options(self):
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -69,6 +71,12 @@ class HostOnnxDevice(Device):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return so
+
+    def open(self, model: Path, options=None) -> _Session:
+        import onnxruntime as ort
+
+        so = options or self._options()
         try:
             sess = ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -86,3 +94,25 @@ class HostOnnxDevice(Device):
     def measure(self, handle: _Session, runs: int) -> float:
         run, binding = handle.session.run_with_iobinding, handle.binding
         return median_ms(lambda: run(binding), runs, self.clock)
+
+    def profile_ops(self, model: Path, runs: int) -> list[OpTime]:
+        """ONNX Runtime's profiler over `runs` inferences: each node's median kernel time.
+
+        Nodes are those of the optimized graph (ONNX Runtime fuses Conv+Relu and the like), which is
+        what runs; their times sum to a little less than the latency (the session's own overhead)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            so = self._options()
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            handle = self.open(model, so)
+            for _ in range(runs):
+                handle.session.run_with_iobinding(handle.binding)
+            events = json.loads(Path(handle.session.end_profiling()).read_text())
+        times: dict[tuple[str, str], list[float]] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                key = (e["name"][: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"))
+                times.setdefault(key, []).append(e["dur"] / 1e3)
+        # the median over runs drops the first, untimed inference open() ran (it packs weights)
+        return sorted((OpTime(node, op, float(np.median(ts))) for (node, op), ts in times.items()),
+                      key=lambda t: -t.ms)

@@ -1,0 +1,417 @@
+"""Kernel-level latency prediction for any ONNX graph.
+
+`detect` cuts a graph into kernels (latencykit.kernels) by the rules in `kernel_rules.json` (data,
+not code: which ops are free, which fuse into the kernel before them, which chains form one kernel).
+`profile_kernels` measures sampled configurations of every kernel type on a device with the tables'
+protocol, in two stages: half the samples at random, then the other half where the first fit is
+least sure (largest spread across its trees). `KernelPredictor` fits one regressor per kernel type
+(a log-linear ridge base and a random forest on its residuals) and sums the kernels' predictions. It is stored as its measured samples (JSON)
+and refitted deterministically on load: nothing executable is ever read from a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from latencykit.devices import Device, require
+from latencykit.errors import LatencykitError
+from latencykit.export import ExportCache, default_cache
+from latencykit.files import atomic_write_text
+from latencykit.kernels import ACTS, FEATURES, SHARE, build_kernel, flops, memory, node_chain, sample_config
+from latencykit.lut.models import ModelError, check_file
+from latencykit.lut.protocol import Progress, Protocol, export_reference, measure_models
+from latencykit.paths import home
+
+FORMAT = "latencykit-kernel-predictor"
+VERSION = 1
+CHAIN = 8
+"""Nodes of the chain whose latency, against one node's, gives the runtime's cost per node (node_ms);
+one node's latency less that is its fixed cost per inference (overhead_ms), counted once per model."""
+
+
+class KernelError(LatencykitError):
+    """A kernel predictor that is missing, damaged, or lacks a kernel type a model needs."""
+
+
+@lru_cache(maxsize=1)
+def rules() -> dict:
+    return json.loads((Path(__file__).with_name("kernel_rules.json")).read_text())
+
+
+@dataclass(frozen=True)
+class Kernel:
+    kind: str
+    config: tuple[tuple[str, int], ...]
+    nodes: tuple[str, ...]
+    ops: tuple[str, ...]
+
+    @property
+    def features(self) -> dict:
+        return dict(self.config)
+
+    def label(self) -> str:
+        return f"{self.kind}(" + ", ".join(f"{k}={v}" for k, v in self.config) + ")"
+
+
+@dataclass(frozen=True)
+class Detection:
+    kernels: tuple[Kernel, ...]
+    unknown: dict[str, int] = field(default_factory=dict)  # op type -> nodes no rule covers
+    free_nodes: int = 0  # nodes that move no data (Reshape, ...) but still run: each costs a dispatch
+
+
+def _prod(dims) -> int:
+    return int(np.prod(dims)) if len(dims) else 1
+
+
+def detect(path: Path, fmt: str = "onnx") -> Detection:
+    """The kernels of an ONNX graph, in execution order, and the op types no rule covers, for a runtime
+    that runs `fmt` files (fusions differ between runtimes)."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    check_file(Path(path))
+    model = shape_inference.infer_shapes(onnx.load(str(path)), data_prop=True)
+    g = model.graph
+    shapes: dict[str, list[int]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            shapes[vi.name] = dims
+    static = {i.name for i in g.initializer}
+    for init in g.initializer:
+        shapes[init.name] = list(numpy_helper.to_array(init).shape)
+    missing = [o for n in g.node for o in n.output if o and o not in shapes]
+    if missing:
+        shapes.update(_run_shapes(model, missing))
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    r = rules()
+    free, ops_map, acts = set(r["free"]), r["ops"], r["acts"]
+    extra = r.get("fuse_by_format", {}).get(fmt, {})
+    fuse = {k: [*r["fuse"].get(k, []), *extra.get(k, [])] for k in {*r["fuse"], *extra}}
+    done: set[int] = set()
+    kernels, unknown, free_nodes = [], {}, 0
+
+    def only_consumer(node):
+        outs = consumers.get(node.output[0], [])
+        return outs[0] if len(outs) == 1 and node.output[0] not in {o.name for o in g.output} else None
+
+    def attr(node, name, default):
+        for a in node.attribute:
+            if a.name == name:
+                return onnx.helper.get_attribute_value(a)
+        return default
+
+    for n in g.node:
+        if id(n) in done:
+            continue
+        inputs = [i for i in n.input if i]
+        if n.op_type in ("Constant", "Shape") or (inputs and all(i in static for i in inputs)):
+            static.update(n.output)  # folded before running: shapes are static here
+            continue
+        if n.op_type in free:
+            free_nodes += 1
+            continue
+        chain = [n]
+        kind, cfg = None, {}
+        for p in r["patterns"]:
+            seq, cur = [n], n
+            for op in p["ops"][1:] if n.op_type == p["ops"][0] else [None]:
+                cur = only_consumer(cur) if cur is not None else None
+                if cur is None or cur.op_type != op:
+                    seq = []
+                    break
+                seq.append(cur)
+            if seq and p.get("shares_input") and not any(n.input[0] in c.input for c in seq[1:]):
+                seq = []  # x * sigmoid(x) is SiLU; y * sigmoid(x) is a gate (squeeze-excite)
+            if seq and n.op_type == p["ops"][0]:
+                chain, kind = seq, p["kernel"]
+                cfg = {"elements": _prod(shapes.get(seq[-1].output[0], [])), "kind": ACTS.index(p["kind"])}
+                break
+        if kind is None:
+            kind = ops_map.get(n.op_type)
+            if kind is None:
+                unknown[n.op_type] = unknown.get(n.op_type, 0) + 1
+                continue
+            x = shapes.get(n.input[0], [])
+            out = shapes.get(n.output[0], [])
+            if kind == "conv":
+                w = shapes[n.input[1]]
+                groups, stride = attr(n, "group", 1), attr(n, "strides", [1, 1])[0]
+                kind = "conv" if groups == 1 else ("dwconv" if groups == x[1] == w[0] else "gconv")
+                cfg = {"hw": x[2], "cin": x[1], "cout": w[0], "k": w[2], "stride": stride, "relu": 0, "c": x[1],
+                       "groups": groups}
+            elif kind == "linear":
+                if n.op_type == "Gemm":
+                    w = shapes[n.input[1]]
+                    cfg = {"m": x[0], "k": x[1], "n": w[0] if attr(n, "transB", 0) else w[1], "relu": 0}
+                elif n.input[1] in static:
+                    cfg = {"m": _prod(x[:-1]), "k": x[-1], "n": shapes[n.input[1]][-1], "relu": 0}
+                else:
+                    y = shapes.get(n.input[1], [])
+                    kind, cfg = "matmul", {"b": _prod(x[:-2]), "m": x[-2], "k": x[-1], "n": y[-1]}
+            elif kind == "pool":
+                cfg = {"hw": x[2], "c": x[1], "k": attr(n, "kernel_shape", [1])[0],
+                       "stride": attr(n, "strides", [1])[0], "max": int(n.op_type == "MaxPool")}
+            elif kind == "gpool":
+                cfg = {"hw": x[2] if len(x) == 4 else int(math.sqrt(_prod(x[2:]))), "c": x[1]}
+            elif kind in ("add", "mul"):
+                dyn = [shapes.get(i, []) for i in inputs if i not in static]
+                cfg = {"elements": _prod(out), "broadcast": int(len(dyn) < 2 or dyn[0] != dyn[1])}
+            elif kind == "act":
+                cfg = {"elements": _prod(out), "kind": ACTS.index(acts[n.op_type])}
+            elif kind in ("softmax", "layernorm"):
+                cfg = {"rows": _prod(x[:-1]), "cols": x[-1]}
+            elif kind == "transpose":
+                cfg = {"elements": _prod(x), "inner": min(x[-2:]) if len(x) >= 2 else 1}
+            elif kind == "concat":
+                cfg = {"elements": _prod(out), "inputs": max(2, sum(i not in static for i in inputs))}
+            elif kind == "slice":
+                cfg = {"elements": sum(_prod(shapes.get(o, [])) for o in n.output)}
+            cur = n
+            while (nxt := only_consumer(cur)) is not None:
+                bias = nxt.op_type == "Add" and any(i in static for i in nxt.input)
+                residual = nxt.op_type == "Add" and not bias
+                rule = "Sum" if residual else nxt.op_type
+                if rule not in fuse.get(kind, ()):
+                    break
+                if nxt.op_type in ("Relu", "Clip"):
+                    cfg["relu"] = 1
+                chain.append(nxt)
+                cur = nxt
+        for c in chain:
+            done.add(id(c))
+        names = FEATURES[kind]
+        kernels.append(Kernel(kind, tuple((k, int(cfg[k])) for k in names), tuple(c.name for c in chain),
+                              tuple(c.op_type for c in chain)))
+    return Detection(tuple(kernels), unknown, free_nodes)
+
+
+def _run_shapes(model, names: list[str]) -> dict[str, list[int]]:
+    """Shapes static inference could not give (computed from `x.shape` at run time): one inference of a
+    copy of the graph exposing those values, with graph optimizations off so every value exists."""
+    import onnx
+    import onnxruntime as ort
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    m.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+                 for i in sess.get_inputs()}
+        values = sess.run(names, feeds)
+    except Exception as exc:
+        raise ModelError(f"cannot infer the shapes of the graph: {type(exc).__name__}: {exc}") from None
+    return {n: list(np.shape(v)) for n, v in zip(names, values)}
+
+
+def _row(kind: str, f: dict) -> list[float]:
+    return [*(math.log1p(f[k]) for k in FEATURES[kind]), math.log1p(flops(kind, f)), math.log1p(memory(kind, f))]
+
+
+class KernelPredictor:
+    """One regressor per kernel type on log features; a model's latency is the sum of its kernels'
+    predictions (each less the runtime's fixed cost per inference), a dispatch for each free node, and
+    the fixed cost once."""
+
+    def __init__(self, device: str, samples: dict[str, list[tuple[dict, float]]], overhead_ms: float,
+                 node_ms: float = 0.0, info: dict | None = None) -> None:
+        self.device, self.samples, self.overhead_ms, self.info = device, samples, overhead_ms, info or {}
+        self.node_ms = node_ms
+        self.models = {k: self._fit(k, v) for k, v in samples.items() if v}
+
+    @staticmethod
+    def _fit(kind: str, rows: list[tuple[dict, float]]):
+        """A log-linear base (ridge) and a random forest on its residuals: smooth between samples, and
+        flexible where a runtime switches algorithm."""
+        from sklearn.ensemble import RandomForestRegressor
+        from sklearn.linear_model import Ridge
+
+        x = np.array([_row(kind, f) for f, _ in rows])
+        y = np.log(np.array([max(ms, 1e-6) for _, ms in rows]))
+        base = Ridge(alpha=1e-3).fit(x, y)
+        forest = RandomForestRegressor(n_estimators=100, random_state=0, n_jobs=1).fit(x, y - base.predict(x))
+        return base, forest
+
+    def _log_ms(self, kind: str, x: np.ndarray) -> np.ndarray:
+        base, forest = self.models[kind]
+        return base.predict(x) + forest.predict(x)
+
+    def spread(self, kind: str, configs: list[dict]) -> np.ndarray:
+        """How unsure the fit is at each configuration: the spread of its trees' log predictions."""
+        x = np.array([_row(kind, f) for f in configs])
+        per_tree = np.stack([t.predict(x) for t in self.models[kind][1].estimators_])
+        return per_tree.std(axis=0)
+
+    def predict_kernels(self, kernels: list[Kernel]) -> np.ndarray:
+        """Each kernel's own time in ms (its isolated latency less the fixed cost)."""
+        missing = sorted({k.kind for k in kernels} - set(self.models))
+        if missing:
+            raise KernelError(f"the {self.device} kernel predictor has no samples of kernel type(s) "
+                              f"{', '.join(missing)}: run `latencykit profile --kernels --device {self.device}` again")
+        out = np.empty(len(kernels))
+        for kind in {k.kind for k in kernels}:
+            idx = [i for i, k in enumerate(kernels) if k.kind == kind]
+            x = np.array([_row(kind, kernels[i].features) for i in idx])
+            out[idx] = np.maximum(np.exp(self._log_ms(kind, x)) - self.overhead_ms, 0.0)
+        return out
+
+    def predict(self, kernels: list[Kernel], free_nodes: int = 0) -> float:
+        return float(self.predict_kernels(kernels).sum() + free_nodes * self.node_ms + self.overhead_ms)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "device": self.device, "overhead_ms": self.overhead_ms,
+                "node_ms": self.node_ms, "info": self.info,
+                "samples": {k: [{"config": f, "ms": ms} for f, ms in v] for k, v in self.samples.items()}}
+
+    def save(self, path: Path | None = None) -> Path:
+        return atomic_write_text(path or kernel_path(self.device), json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> "KernelPredictor":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise KernelError(f"cannot read kernel predictor {path}: {exc}") from None
+        try:
+            if data.get("format") != FORMAT or data.get("version") != VERSION:
+                raise ValueError(f"not a {FORMAT} file of version {VERSION}")
+            samples = {}
+            for kind, rows in data["samples"].items():
+                if kind not in FEATURES:
+                    raise ValueError(f"unknown kernel type {kind!r}")
+                samples[kind] = [({k: int(r["config"][k]) for k in FEATURES[kind]}, _ms(r["ms"])) for r in rows]
+            return cls(str(data["device"]), samples, _ms(data["overhead_ms"]), _ms(data["node_ms"]),
+                       dict(data.get("info", {})))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise KernelError(f"kernel predictor {path} is damaged: {exc}") from None
+
+
+def _ms(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
+        raise ValueError(f"latency {value!r} is not a finite non-negative number")
+    return float(value)
+
+
+def kernel_path(device: str) -> Path:
+    return home() / "kernels" / f"{device}.json"
+
+
+def load_kernel_predictor(device: str, path: Path | None = None) -> KernelPredictor:
+    path = path or kernel_path(device)
+    if not Path(path).exists():
+        raise KernelError(f"{device} has no kernel predictor: run `latencykit profile --kernels --device {device}` "
+                          "first, or measure the model whole with `latencykit measure MODEL --device "
+                          f"{device}`")
+    return KernelPredictor.load(path)
+
+
+def _configs(kind: str, n: int, rng: np.random.Generator, seen: set) -> list[dict]:
+    out = []
+    for _ in range(n * 20):
+        if len(out) == n:
+            break
+        f = sample_config(kind, rng)
+        key = (kind, tuple(sorted(f.items())))
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _measure(device: Device, configs: list[tuple[str, dict]], cache: ExportCache, protocol: Protocol,
+             progress: Progress | None) -> list[float]:
+    """Each configuration's latency; a ("chain", {"nodes": n}) entry is `node_chain(n)`."""
+    files = {}
+    for i, (kind, f) in enumerate(configs):
+        module = node_chain(f["nodes"]) if kind == "chain" else build_kernel(kind, f)
+        files[str(i)] = cache.export(*module, device.format)
+        if progress:
+            progress(i + 1, 2 * len(configs))
+    stats = measure_models(device, files, export_reference(cache, device.format), protocol,
+                           progress=(lambda d, t: progress(len(configs) + d * len(configs) // max(t, 1),
+                                                           2 * len(configs))) if progress else None)
+    return [stats[str(i)].latency_ms for i in range(len(configs))]
+
+
+def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: int = 0,
+                    kinds: tuple[str, ...] = tuple(FEATURES), path: Path | None = None,
+                    cache: ExportCache | None = None, progress: Progress | None = None) -> tuple[KernelPredictor, Path]:
+    """Sample and measure `samples` configurations of every kernel type (times its SHARE) on `device` (half at
+    random, half where the first fit is least sure), fit the predictor, and save it (JSON: the samples)."""
+    require(device)
+    cache = cache or default_cache()
+    protocol = Protocol(rounds=rounds, extra_rounds=2, seed=seed)
+    rng = np.random.default_rng(seed)
+    seen: set = set()
+    start = time.perf_counter()
+    wanted = {k: samples * SHARE.get(k, 1) for k in kinds}
+    first = [(k, f) for k in kinds for f in _configs(k, max(2, wanted[k] // 2), rng, seen)]
+    measured = _measure(device, [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN}), *first], cache, protocol,
+                        progress)
+    node_ms = max((measured[1] - measured[0]) / (CHAIN - 1), 0.0)
+    overhead, got = max(measured[0] - node_ms, 0.0), dict(zip(range(len(first)), measured[2:]))
+    by_kind: dict[str, list] = {k: [] for k in kinds}
+    for i, (k, f) in enumerate(first):
+        by_kind[k].append((f, got[i]))
+    model = KernelPredictor(device.name, by_kind, overhead, node_ms)
+    second = []
+    for k in kinds:
+        pool = _configs(k, 10 * wanted[k], rng, seen)
+        need = wanted[k] - len(by_kind[k])
+        if need > 0 and pool:
+            order = np.argsort(-model.spread(k, pool))
+            second += [(k, pool[i]) for i in order[:need]]
+    for (k, f), ms in zip(second, _measure(device, second, cache, protocol, progress) if second else []):
+        by_kind[k].append((f, ms))
+    info = {"device_info": device.describe(), "protocol": protocol.to_dict(), "samples_per_type": samples,
+            "seed": seed, "seconds": round(time.perf_counter() - start, 1),
+            "sampling": "half random, half where the first fit's trees disagree most"}
+    model = KernelPredictor(device.name, by_kind, overhead, node_ms, info)
+    return model, model.save(path)
+
+
+@dataclass(frozen=True)
+class ModelPrediction:
+    model: str
+    device: str
+    latency_ms: float
+    overhead_ms: float  # the runtime's fixed cost per inference
+    free_nodes_ms: float  # dispatching the nodes that move no data (Reshape, ...)
+    kernels: list[dict]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def predict_model(path: Path, device: str, predictor_path: Path | None = None) -> ModelPrediction:
+    """An ONNX model's latency on `device`: the sum of its kernels' predictions, with the breakdown."""
+    from latencykit.devices import get_device
+
+    found = detect(Path(path), get_device(device).format)
+    if found.unknown:
+        ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(found.unknown.items()))
+        raise ModelError(f"{Path(path).name} has operators no kernel rule covers: {ops}; measure it whole "
+                         f"instead: latencykit measure {path} --device {device}")
+    model = load_kernel_predictor(device, predictor_path)
+    ms = model.predict_kernels(list(found.kernels))
+    rows = [{"kernel": k.kind, "config": k.features, "ops": "+".join(k.ops), "ms": float(t)}
+            for k, t in zip(found.kernels, ms)]
+    free = found.free_nodes * model.node_ms
+    return ModelPrediction(str(path), device, float(ms.sum() + free + model.overhead_ms), model.overhead_ms,
+                           free, rows)

@@ -1,0 +1,152 @@
+"""Kernel-level prediction: detection on real exported graphs (rules as data), kernel profiling on the
+host runtime at a small sample count, safe storage, prediction with a breakdown, unknown operators."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from latencykit.cli import main
+from latencykit.devices import get_device
+from latencykit.export import default_cache
+from latencykit.kernels import ACTS, FEATURES, build_kernel, sample_config
+from latencykit.lut import kernels as kmod
+from latencykit.lut.kernels import KernelError, KernelPredictor, detect, kernel_path
+from latencykit.zoo import Variant, build
+
+
+def zoo_onnx(family: str, width: float = 0.5, resolution: int = 64) -> Path:
+    return default_cache().export(*build(Variant(family, width, resolution)), "onnx")
+
+
+def kinds(path: Path) -> collections.Counter:
+    return collections.Counter(k.kind for k in detect(path).kernels)
+
+
+def test_mobilenet_v2_kernels_with_relu6_fused_into_convolutions() -> None:
+    found = detect(zoo_onnx("mobilenet-v2"), "tflite")
+    counts = collections.Counter(k.kind for k in found.kernels)
+    assert not found.unknown and counts["act"] == 0  # every ReLU6 (Clip) fused
+    assert counts["dwconv"] == 17 and counts["add"] == 10 and counts["linear"] == 1
+    dw = next(k for k in found.kernels if k.kind == "dwconv")
+    assert dw.features["relu"] == 1 and dw.ops == ("Conv", "Clip")
+    # ONNX Runtime also fuses the residual Add into the convolution before it; XNNPACK does not
+    onnx_counts = collections.Counter(k.kind for k in detect(zoo_onnx("mobilenet-v2"), "onnx").kernels)
+    assert onnx_counts["add"] == 0 and onnx_counts["conv"] == counts["conv"]
+    assert sum(k.ops == ("Conv", "Add") for k in detect(zoo_onnx("mobilenet-v2"), "onnx").kernels) == 10
+
+
+def test_silu_is_one_kernel_and_a_squeeze_excite_gate_is_not_silu() -> None:
+    found = detect(zoo_onnx("efficientnet-b0"))
+    acts = collections.Counter(ACTS[k.features["kind"]] for k in found.kernels if k.kind == "act")
+    assert set(acts) == {"silu", "sigmoid"} and acts["sigmoid"] == 16  # 16 SE gates
+    assert collections.Counter(k.kind for k in found.kernels)["mul"] == 16  # each gate's multiply
+
+
+def test_attention_and_gelu_in_a_vit() -> None:
+    counts = kinds(zoo_onnx("vit-tiny"))
+    assert counts["matmul"] == 24 and counts["softmax"] == 12 and counts["layernorm"] == 25
+    gelus = [k for k in detect(zoo_onnx("vit-tiny")).kernels if k.kind == "act"]
+    assert len(gelus) == 12 and all(ACTS[k.features["kind"]] == "gelu" and len(k.ops) == 5 for k in gelus)
+
+
+def test_fusion_rules_are_data(monkeypatch) -> None:
+    path = zoo_onnx("mobilenet-v2")
+    rules = json.loads(json.dumps(kmod.rules()))
+    for kind in ("conv", "dwconv"):
+        rules["fuse"][kind] = ["Relu"]
+    monkeypatch.setattr(kmod, "rules", lambda: rules)
+    assert collections.Counter(k.kind for k in detect(path, "tflite").kernels)["act"] == 35  # ReLU6 unfused
+
+
+@pytest.mark.parametrize("kind", sorted(FEATURES))
+def test_each_kernel_type_exports_to_the_kernel_it_is(kind) -> None:
+    import numpy as np
+
+    f = sample_config(kind, np.random.default_rng(1))
+    path = default_cache().export(*build_kernel(kind, f), "onnx")
+    found = detect(path)
+    assert [k.kind for k in found.kernels] == [kind] and not found.unknown
+    if kind not in ("act", "add", "mul", "concat", "slice", "transpose"):  # shapes rounded to a grid
+        assert found.kernels[0].features == f
+
+
+def unknown_op_model(tmp_path: Path) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    graph = helper.make_graph([helper.make_node("LRN", ["x"], ["h"], size=3), helper.make_node("Relu", ["h"], ["y"])],
+                              "g", [x], [y])
+    path = tmp_path / "lrn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(kmod, "SHARE", {"conv": 2})  # a short run: 4 convolutions, 2 of every other type
+    with pytest.raises(SystemExit) as info:
+        main(["profile", "--kernels", "-d", "host", "--kernel-samples", "2", "--rounds", "1", "--json"])
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
+    data = json.loads(out.out)
+    assert set(data["samples"]) == set(FEATURES) and data["samples"]["conv"] == 4 and data["samples"]["gconv"] == 2
+    stored = json.loads(kernel_path("host").read_text())
+    assert stored["format"] == "latencykit-kernel-predictor" and stored["info"]["device_info"]["device"] == "host"
+
+    model = zoo_onnx("squeezenet")
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(model), "-d", "host", "--breakdown", "--json"])
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
+    pred = json.loads(out.out)
+    assert pred["latency_ms"] > 0 and len(pred["kernels"]) == len(detect(model).kernels)
+    found = detect(model)
+    assert found.free_nodes > 0 and pred["free_nodes_ms"] == pytest.approx(found.free_nodes * stored["node_ms"])
+    assert sum(k["ms"] for k in pred["kernels"]) + pred["overhead_ms"] + pred["free_nodes_ms"] == pytest.approx(
+        pred["latency_ms"], rel=1e-12)
+    # stored as samples and refitted deterministically: the same predictions after a reload
+    again = KernelPredictor.load(kernel_path("host")).predict(list(found.kernels), found.free_nodes)
+    assert again == pytest.approx(pred["latency_ms"], rel=1e-12)
+
+    # an unknown operator is named, with the measured fallback
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(unknown_op_model(tmp_path)), "-d", "host"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and len(err) == 1 and "LRN (1 node)" in err[0] and "latencykit measure" in err[0]
+
+    # a damaged or crafted file is refused in one line
+    path = kernel_path("host")
+    for bad in ("{not json", json.dumps({**stored, "samples": {"conv": [{"config": {}, "ms": 1}]}}),
+                json.dumps({**stored, "samples": {"exec": []}}), json.dumps({**stored, "overhead_ms": float("nan")}),
+                json.dumps({**stored, "format": "pickle"})):
+        path.write_text(bad)
+        with pytest.raises(KernelError):
+            KernelPredictor.load(path)
+        with pytest.raises(SystemExit) as info:
+            main(["predict", str(model), "-d", "host"])
+        assert info.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
+def test_predict_without_a_kernel_predictor_says_what_to_run(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(zoo_onnx("squeezenet")), "-d", "host-litert"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "profile --kernels --device host-litert" in err
+
+
+def test_a_kernel_type_missing_from_the_predictor_is_named() -> None:
+    model = KernelPredictor("host", {"conv": [({"hw": 8, "cin": 8, "cout": 8, "k": 1, "stride": 1, "relu": 0}, 0.01)] * 3},
+                            0.001)
+    with pytest.raises(KernelError, match="no samples of kernel type"):
+        model.predict(list(detect(zoo_onnx("squeezenet")).kernels))
+
+
+def test_profile_needs_a_space_or_kernels_not_both(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["profile", "-d", "host"])
+    assert info.value.code == 2 and "--kernels" in capsys.readouterr().err
+    assert get_device("host").format == "onnx"
