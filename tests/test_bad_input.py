@@ -88,7 +88,7 @@ MATRIX: dict[str, dict[str, list[list[str]]]] = {
                "--checkpoint": FILE_BAD + [[GARBAGE]], "--method": [["annealing"]], "--predictor": [["nosuch"]],
                "--population": [["0"], ["10000000"]], "--generations": [["-1"], ["x"]], "--parents": [["0"]],
                "--coarse-samples": [["0"], ["100000000000"]], "--seed": SEED_BAD, "--measure": [["--measure=no"]],
-               "--out": [[GARBAGE]]},
+               "--out": [[GARBAGE]], "--threads": [["-1"], ["100000"], ["many"]], "--cache": [["--cache=yes"]]},
     "export": {"arch_file": FILE_BAD + [[GARBAGE]], "--space": SPACE_BAD, "--format": [["pdf"]],
                "--out": [[FOLDER]], "--checkpoint": FILE_BAD + [[GARBAGE]]},
     "lut import": {"importer": [["nn-meter-v9"]], "file": FILE_BAD + [[GARBAGE]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -48,6 +49,10 @@ def search_command(
         coarse_samples: int = typer.Option(20_000, min=1, max=10_000_000,
                                            help="Architectures sampled in the coarse stage."),
         seed: int = typer.Option(0, min=0, max=SEED_MAX),
+        threads: int = typer.Option(0, min=0, max=256, help="Subnets scored at once (one torch thread each); "
+                                    "0 = the number of CPUs."),
+        cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep proxy scores in "
+                                   "$LATENCYKIT_HOME/scores.sqlite."),
         measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
                                      "device can measure (host, host-litert, an attached phone)."),
         out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
@@ -64,7 +69,7 @@ def search_command(
                           coarse_samples=coarse_samples, seed=seed)
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     results = search(sp, list(device), budget, proxy, config, out, measure, str(checkpoint) if checkpoint else None,
-                     predictor, say)
+                     predictor, say, threads or (os.cpu_count() or 1), cache)
     data = [dr.to_dict() for dr in results]
     if as_json:
         emit(data, True)
@@ -89,6 +94,20 @@ def search_command(
     console.print(table("stages", ["device", "stage", "seconds", "table evaluations", "accuracy evaluations"],
                         stage_rows))
     console.print(f"Pareto plot: {results[0].files['pareto_plot']}")
+    for dr in results:
+        console.print(summary_line(dr), markup=False, highlight=False, soft_wrap=True)
+
+
+def summary_line(dr) -> str:
+    """One line per device, at most 100 characters: the choice, its cost and where its score came from."""
+    r, b = dr.result, dr.result.best
+    scores = r.config.get("scores") or {}
+    lat = f"{b.latency_ms:.2f} ms" if b.latency_ms == b.latency_ms else "- ms"
+    cached = f" ({scores['from_cache']} cached)" if scores.get("from_cache") else ""
+    line = (f"{r.device[:14]}: {lat}, {b.params / 1e6:.2f} M params, {b.flops / 1e6:.0f} MFLOPs, "
+            f"{r.signal} {b.score:.4g}; {r.accuracy_evaluations} scored{cached}; "
+            f"{sum(s.seconds for s in r.stages):.0f} s")
+    return line if len(line) <= 100 else line[:99] + "…"
 
 
 @app.command("export")

@@ -8,14 +8,17 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from latencykit.arch import Arch
 from latencykit.errors import LatencykitError
 from latencykit.files import atomic_write, atomic_write_text
-from latencykit.nas.search import Budget, SearchConfig, SearchResult, search
+from latencykit.nas.search import Budget, Candidate, Constraints, SearchConfig, SearchResult, StageStats, search
 from latencykit.space import SearchSpace
 
 _UNITS_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3}
@@ -69,13 +72,17 @@ def _measure(space: SearchSpace, device: str, arch: Arch, table, predicted_ms: f
 
 def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signal_name: str,
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
-                   progress: Callable[[str], None] | None = None, predictor: str = "auto") -> list[DeviceResult]:
-    """One search per device (each through its own table), the same accuracy signal, shared scores."""
+                   progress: Callable[[str], None] | None = None, predictor: str = "auto", threads: int = 1,
+                   cache: bool = True) -> list[DeviceResult]:
+    """One search per device (each through its own table) with one scorer: each subnet is scored once
+    (and kept in the persistent score cache unless `cache` is off); then every subnet scored for any
+    device is put through each device's table, and a device keeps the best one within its budget."""
     from latencykit.devices import DEVICES
     from latencykit.lut.measurements import table_for
     from latencykit.lut.predictors import resolve_predictor
     from latencykit.lut.table import default_path
     from latencykit.nas.proxies import get_signal
+    from latencykit.nas.scores import ScoreCache, Scorer
 
     if not devices:
         raise LatencykitError("give at least one --device")
@@ -87,34 +94,60 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
         else:
             DEVICES.get(d)  # no table and no such device: a typo, not a device to search for
     signal = get_signal(signal_name, space, **(signal_options or {}))
-    cache: dict[Arch, float] = {}
-
-    def score(arch: Arch) -> float:
-        if arch not in cache:
-            cache[arch] = signal.score(arch)
-        return cache[arch]
+    scorer = Scorer(space, signal, ScoreCache() if cache else None, threads)
 
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for d in devices:
         if progress:
             progress(f"searching {space.name} on {d}")
-        t = tables[d]
-        latency = predictors[d].predict_genes if t is not None else None
-        r = search(space, score, budget, latency, config, d, signal.name, signal.kind)
-        r.config["predictor"] = predictors[d].label if t is not None else None
-        dr = DeviceResult(r)
-        if measure and t is not None:
+        latency = predictors[d].predict_genes if d in predictors else None
+        computed, hits = scorer.computed, scorer.hits
+        r = search(space, scorer, budget, latency, config, d, signal.name, signal.kind)
+        r.config["predictor"] = predictors[d].label if d in predictors else None
+        r.config["scores"] = {"computed": scorer.computed - computed, "from_cache": scorer.hits - hits,
+                              "cache": str(scorer.cache.path) if scorer.cache else None}
+        results.append(DeviceResult(r))
+    if len(results) > 1:
+        share_scores(space, budget, [dr.result for dr in results],
+                     {d: p.predict_genes for d, p in predictors.items()})
+    for dr in results:
+        d, r = dr.result.device, dr.result
+        if measure and tables[d] is not None:
             if progress:
                 progress(f"measuring the chosen subnet on {d}")
-            dr.measured = _measure(space, d, r.best.arch, t, r.best.latency_ms)
+            dr.measured = _measure(space, d, r.best.arch, tables[d], r.best.latency_ms)
         dr.files["arch"] = str(atomic_write_text(out / f"{d}.arch.json", r.best.arch.to_text() + "\n"))
         dr.files["result"] = str(atomic_write_text(out / f"{d}.json", json.dumps(dr.to_dict(), indent=1, default=str)))
-        results.append(dr)
     plot = pareto_plot(results, out / "pareto.png")
     for dr in results:
         dr.files["pareto_plot"] = str(plot)
     return results
+
+
+def share_scores(space: SearchSpace, budget: Budget, results: list[SearchResult],
+                 latency: dict[str, Callable]) -> None:
+    """Every subnet scored in any device's search, put through each device's table (one vectorised
+    pass): a device whose budget admits a better-scored subnet found for another device takes it."""
+    pool: dict[Arch, tuple[float, str]] = {}
+    for r in results:
+        for c in r.evaluated:
+            pool.setdefault(c.arch, (c.score, r.device))
+    archs = list(pool)
+    rows = np.stack([space.encode(a) for a in archs])
+    scores = np.array([pool[a][0] for a in archs])
+    for r in results:
+        t0 = time.perf_counter()
+        c = Constraints(space, budget, latency.get(r.device))
+        ok, m = c.feasible(rows)
+        kept = int(ok.sum())
+        if kept:
+            i = int(np.flatnonzero(ok)[np.argmax(scores[ok])])
+            if scores[i] > r.best.score:
+                lat = float(m["latency_ms"][i]) if "latency_ms" in m else float("nan")
+                r.best = Candidate(archs[i], lat, int(m["params"][i]), int(m["flops"][i]), float(scores[i]),
+                                   f"shared from {pool[archs[i]][1]}")
+        r.stages.append(StageStats("shared", time.perf_counter() - t0, c.table_evaluations, 0, kept))
 
 
 def _maybe_table(device: str, space: SearchSpace):

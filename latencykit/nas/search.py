@@ -217,12 +217,15 @@ class _Search:
         return rows[idx], {k: v[idx] for k, v in m.items()}
 
     def evaluate(self, rows: np.ndarray, m: dict[str, np.ndarray], stage: str) -> None:
-        for i, row in enumerate(rows[: self._budget_left()]):
+        """Score a batch at once (`score.many` where the scorer has it: cached, threaded), then record it."""
+        rows = rows[: self._budget_left()]
+        archs = [self.space.decode(row) for row in rows]
+        many = getattr(self.score_fn, "many", None)
+        scores = many(archs) if many else [self.score_fn(a) for a in archs]
+        for i, (row, arch, score) in enumerate(zip(rows, archs, scores)):
             self.seen.add(row.tobytes())
-            arch = self.space.decode(row)
             lat = float(m["latency_ms"][i]) if "latency_ms" in m else float("nan")
-            self.evaluated.append(Candidate(arch, lat, int(m["params"][i]), int(m["flops"][i]),
-                                            float(self.score_fn(arch)), stage))
+            self.evaluated.append(Candidate(arch, lat, int(m["params"][i]), int(m["flops"][i]), float(score), stage))
             self.rows.append(row)
 
     # -- generators --------------------------------------------------------------------------------
