@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -218,3 +219,82 @@ def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, t
     want = supernet.extract(r.best.arch).eval()(x).detach().numpy()
     got = ort.InferenceSession(out["path"]).run(None, {"input0": x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_score_cache_persists_and_keys_on_space_settings_and_weights(tiny, tmp_path) -> None:
+    from latencykit.nas.proxies import get_signal
+    from latencykit.nas.scores import ScoreCache, Scorer
+    from latencykit.space import SearchSpace
+
+    archs = [tiny.decode(g) for g in np.unique(tiny.sample_genes(40, 3), axis=0)[:3]]
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    assert not cache.path.exists() and cache.count() == 0  # nothing written before there is a score
+    first = Scorer(tiny, get_signal("ntk", tiny), cache)
+    values = first.many(archs)
+    assert first.computed == 3 and first.hits == 0 and cache.count() == 3
+    again = Scorer(tiny, get_signal("ntk", tiny), ScoreCache(cache.path))  # a later run: a fresh process' view
+    assert again.many(archs) == values and again.computed == 0 and again.hits == 3
+    for other in (Scorer(tiny, get_signal("ntk", tiny, seed=1), cache),  # other weights
+                  Scorer(tiny, get_signal("vintk", tiny), cache),  # another proxy
+                  Scorer(SearchSpace.from_dict({**json.loads(Path(TINY).read_text()), "name": "tiny"}
+                                               | {"act": "relu"}), get_signal("ntk", tiny), cache)):  # other space
+        other.many(archs[:1])
+        assert other.computed == 1 and other.hits == 0
+    params = Scorer(tiny, get_signal("params", tiny), cache)  # cheaper than a lookup: never cached
+    assert params.many(archs) == [float(tiny.params(a)) for a in archs] and params.cache is None
+
+
+def test_threaded_scoring_matches_one_thread(tiny) -> None:
+    from latencykit.nas.proxies import get_signal
+    from latencykit.nas.scores import Scorer
+
+    archs = [tiny.decode(g) for g in np.unique(tiny.sample_genes(60, 5), axis=0)[:6]]
+    one = Scorer(tiny, get_signal("vintk", tiny)).many(archs)
+    threads = torch.get_num_threads()
+    assert Scorer(tiny, get_signal("vintk", tiny), threads=3).many(archs) == one  # seeded weights, same scores
+    assert torch.get_num_threads() == threads
+
+
+def test_multi_device_search_scores_each_subnet_once_and_reuses_scores(tiny, table, home, tmp_path) -> None:
+    table.write(default_path("host", "tiny"))
+    slow_transformer_table(table, "phone-a").write(default_path("phone-a", "tiny"))
+    budget = float(np.median(get_predictor("isolated").fit(tiny, table).predict_genes(tiny.sample_genes(500, 0))))
+    args = ("search", "--space", TINY, "-d", "host", "-d", "phone-a", "--latency", f"{budget:.4f}ms",
+            "--proxy", "ntk", "--population", "6", "--generations", "2", "--coarse-samples", "2000",
+            "--no-measure", "--out", str(tmp_path))
+    cold = cli(*args, "--json")
+    assert cold.returncode == 0, cold.stderr
+    runs = json.loads(cold.stdout)
+    distinct = {json.dumps(c["arch"], sort_keys=True) for r in runs for c in json.loads(
+        Path(r["files"]["result"]).read_text())["pareto"]}
+    computed = sum(r["config"]["scores"]["computed"] for r in runs)
+    evaluated = sum(r["accuracy_evaluations"] for r in runs)
+    assert computed <= evaluated and len(distinct) <= computed  # an arch found twice was scored once
+    assert (home / "scores.sqlite").exists()
+    warm = cli(*args)  # the same search again, as people read it: every score from the cache
+    assert warm.returncode == 0, warm.stderr
+    lines = warm.stdout.splitlines()
+    summary = [l for l in lines if l.startswith(("host:", "phone-a:"))]
+    assert len(summary) == 2 and all(len(l) <= 100 for l in summary), summary
+    assert all(re.search(r"; [1-9][0-9]* scored \([1-9][0-9]* cached\)", l) for l in summary), summary
+    assert max(len(l) for l in lines) > 80  # off a terminal the tables are as wide as their content
+
+
+def test_each_device_keeps_the_best_subnet_scored_for_any_device_within_its_budget(tiny, table) -> None:
+    from latencykit.nas.run import share_scores
+    from latencykit.nas.search import Constraints
+
+    phone = slow_transformer_table(table, "phone-a")
+    predictors = {d: get_predictor("isolated").fit(tiny, t) for d, t in (("host", table), ("phone-a", phone))}
+    genes = tiny.sample_genes(500, 0)
+    budget = Budget(latency_ms=float(np.median(predictors["host"].predict_genes(genes))))
+    results = [search(tiny, params_score(tiny), budget, p.predict_genes, SearchConfig(**{**SMALL, "generations": 1}),
+                      d) for d, p in predictors.items()]
+    share_scores(tiny, budget, results, {d: p.predict_genes for d, p in predictors.items()})
+    pool = {c.arch: c.score for r in results for c in r.evaluated}
+    for r in results:
+        c = Constraints(tiny, budget, predictors[r.device].predict_genes)
+        ok, _ = c.feasible(np.stack([tiny.encode(a) for a in pool]))
+        assert r.best.score == max(s for s, k in zip(pool.values(), ok) if k)
+        assert predictors[r.device].predict(r.best.arch) <= budget.latency_ms
+        assert r.stages[-1].name == "shared"
