@@ -76,17 +76,22 @@ def search_command(
         return
     r0 = results[0].result
     kind = "accuracy" if r0.signal_kind == "accuracy" else "proxy"
-    rows = []
+    rows, unmeasured = [], {}
     for d, dr in zip(data, results):
         b, m = dr.result.best, dr.measured
-        meas = (f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
-                if m.get("status") == "measured" else m.get("status", "-").replace("not measured: ", "no: "))
+        if m.get("status") == "measured":
+            meas = f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
+        else:  # the reason once, under the table, not in every row
+            unmeasured.setdefault(m.get("status", "not measured").replace("not measured: ", ""), []).append(d["device"])
+            meas = "no (below)" if m.get("status") else "-"
         rows.append([d["device"], f"{b.latency_ms:.2f}", meas, f"{b.params / 1e6:.2f}", f"{b.flops / 1e6:.0f}",
                      f"{b.score:.4g}", d["accuracy_evaluations"], dr.files["arch"]])
     console.print(table(f"{sp.name}: {r0.method} search, {r0.budget.describe()}, {r0.signal} {kind}, "
                         f"latency predicted by {', '.join(sorted({str(d['config']['predictor']) for d in data}))}",
                         ["device", "latency ms (predicted)", "latency ms (measured)", "params M", "MFLOPs",
                          f"{r0.signal}", "evaluations", "arch file"], rows))
+    for reason, devs in unmeasured.items():
+        console.print(f"not measured on {', '.join(devs)}: {reason}", soft_wrap=True)
     cols, change_rows = arch_changes({dr.result.device: dr.result.best.arch for dr in results})
     console.print(table("chosen architecture per device (* = differs)", cols, change_rows))
     stage_rows = [[dr.result.device, s.name, f"{s.seconds:.2f}", s.table_evaluations, s.accuracy_evaluations]
