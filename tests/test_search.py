@@ -298,3 +298,22 @@ def test_each_device_keeps_the_best_subnet_scored_for_any_device_within_its_budg
         assert r.best.score == max(s for s, k in zip(pool.values(), ok) if k)
         assert predictors[r.device].predict(r.best.arch) <= budget.latency_ms
         assert r.stages[-1].name == "shared"
+
+
+def test_skeletons_are_ranked_as_configured(tiny, table) -> None:
+    from latencykit.nas.search import Constraints, _Search
+
+    pred = get_predictor("isolated").fit(tiny, table)
+    budget = Budget(latency_ms=float(np.quantile(pred.predict_genes(tiny.sample_genes(2000, 1)), 0.5)))
+    for rank in ("fullness", "params", "flops"):
+        cfg = SearchConfig(skeleton_rank=rank, seed=4, **SMALL)
+        run = _Search(tiny, Constraints(tiny, budget, pred.predict_genes), params_score(tiny), cfg, "host")
+        rows, m = run.coarse()
+        # the same draw, every feasible row: the skeletons are its top `population` by the ranking
+        again = _Search(tiny, Constraints(tiny, budget, pred.predict_genes), params_score(tiny), cfg, "host")
+        allrows, am = again._new_feasible(tiny.sample_genes(cfg.coarse_samples, again.rng))
+        key = again.c.fullness(am) if rank == "fullness" else am[rank]
+        got = run.c.fullness(m) if rank == "fullness" else m[rank]
+        assert np.allclose(np.sort(got)[::-1], np.sort(key)[::-1][: cfg.population])
+    with pytest.raises(LatencykitError, match="unknown skeleton ranking 'accuracy'"):
+        SearchConfig(skeleton_rank="accuracy")

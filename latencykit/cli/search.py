@@ -11,7 +11,7 @@ import typer
 from latencykit.arch import Arch
 from latencykit.cli.app import SEED_MAX, JsonOption, app, console, emit, non_empty_file, one_of, table
 from latencykit.nas.run import arch_changes, parse_count, parse_latency
-from latencykit.nas.search import METHODS, Budget, SearchConfig
+from latencykit.nas.search import METHODS, SKELETON_RANKS, Budget, SearchConfig
 
 
 def _proxies() -> list[str]:
@@ -48,6 +48,10 @@ def search_command(
         parents: int = typer.Option(10, min=1, max=100_000, help="Parents per generation."),
         coarse_samples: int = typer.Option(20_000, min=1, max=10_000_000,
                                            help="Architectures sampled in the coarse stage."),
+        skeleton_rank: str = typer.Option(SearchConfig.skeleton_rank, "--skeleton-rank",
+                                          callback=one_of(lambda: SKELETON_RANKS),
+                                          help="What ranks the coarse stage's skeletons: flops, params, or "
+                                               "fullness (AutoViT's Algorithm 2: budget use)."),
         seed: int = typer.Option(0, min=0, max=SEED_MAX),
         threads: int = typer.Option(0, min=0, max=256, help="Subnets scored at once (one torch thread each); "
                                     "0 = the number of CPUs."),
@@ -66,7 +70,7 @@ def search_command(
     budget = Budget(parse_latency(latency) if latency else None, parse_count(params, "params") if params else None,
                     parse_count(flops, "FLOPs") if flops else None)
     config = SearchConfig(method=method, population=population, generations=generations, parents=parents,
-                          coarse_samples=coarse_samples, seed=seed)
+                          coarse_samples=coarse_samples, skeleton_rank=skeleton_rank, seed=seed)
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     results = search(sp, list(device), budget, proxy, config, out, measure, str(checkpoint) if checkpoint else None,
                      predictor, say, threads or (os.cpu_count() or 1), cache)
