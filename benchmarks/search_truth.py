@@ -109,9 +109,15 @@ def methods(variants: list[str]) -> dict[str, dict]:
     """Name -> SearchConfig fields of each compared search."""
     out = {}
     for v in variants:
-        if v.startswith("coarse-to-fine"):
-            rank = v.split(":", 1)[1] if ":" in v else "fullness"
-            out[f"coarse-to-fine ({rank})"] = {"method": "coarse-to-fine", "skeleton_rank": rank}
+        if v.startswith("coarse-to-fine"):  # coarse-to-fine[:RANK[:mutation=P][:pool=SHARE]]
+            parts = v.split(":")
+            rank = parts[1] if len(parts) > 1 else "fullness"
+            fields = {"method": "coarse-to-fine", "skeleton_rank": rank}
+            for extra in parts[2:]:
+                key, value = extra.split("=")
+                fields.update({"p_depth": float(value), "p_layer": float(value)} if key == "mutation"
+                              else {"skeleton_pool": float(value)})
+            out[f"coarse-to-fine ({', '.join([rank, *parts[2:]])})"] = fields
         else:
             out[v] = {"method": v}
     return out
@@ -166,6 +172,7 @@ def run_space(args, space_name: str, lines: list[str]) -> None:
                 r = search(sp, oracle, budget, pred.predict_genes, cfg, "host", "oracle", "accuracy")
                 scores = np.array([c.score for c in r.evaluated])
                 best[m][seed] = [scores[:n].max() if len(scores) else np.nan for n in EVALS]
+                print(f"  {m} seed {seed}: {best[m][seed]}", flush=True)
                 if seed == 0 and q == args.quantiles[0]:  # stopping at 50 gives the 200-run's prefix
                     short = search(sp, oracle, budget, pred.predict_genes,
                                    SearchConfig(population=25, parents=10, evaluations=EVALS[0], seed=0, **fields))
