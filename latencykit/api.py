@@ -242,16 +242,19 @@ def validate(space: SearchSpace, device: Device, predictor: str = "auto", sample
 
 def search(space: SearchSpace, devices: list[str], budget: Budget, proxy: str = "vintk",
            config: SearchConfig = SearchConfig(), out: Path | None = None, measure: bool = True,
-           checkpoint: str | None = None, predictor: str = "auto", margin: bool = True,
-           progress: Callable[[str], None] | None = None) -> list[DeviceResult]:
+           checkpoint: str | None = None, predictor: str = "auto",
+           progress: Callable[[str], None] | None = None, threads: int = 1,
+           cache: bool = True, margin: bool = True) -> list[DeviceResult]:
     """The most accurate subnet within `budget` on each device (latency through its predictor), by the
     accuracy signal `proxy` (or a supernet checkpoint); writes results, arch files and a plot to `out`.
-    With `margin`, the latency budget is met with 95% confidence given the predictor's held-out error."""
+    Each subnet is scored once for all devices, on `threads` threads, and its score kept in
+    `$LATENCYKIT_HOME/scores.sqlite` for later runs (`cache=False`: neither read nor written). With
+    `margin`, the latency budget is met with 95% confidence given the predictor's held-out error."""
     if checkpoint:
         proxy = "supernet"
     return search_devices(space, list(devices), budget, proxy, config, out or home() / "search" / space.name,
                           measure, {"checkpoint": checkpoint} if checkpoint else None, progress, predictor,
-                          margin)
+                          threads, cache, margin)
 
 
 def export_subnet(space: SearchSpace, arch: Arch, fmt: str, out: Path, checkpoint: str | None = None) -> dict:

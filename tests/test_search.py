@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -137,12 +138,13 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def slow_transformer_table(table: LatencyTable, device: str) -> LatencyTable:
-    """The same table as if measured where transformer blocks cost 2x and the rest half (a stand-in phone)."""
+    """The same table as if measured where transformer blocks cost 2x and the rest half (a stand-in phone,
+    whose whole subnets nobody measured: no calibration set)."""
     rows = table.rows.copy()
     heavy = rows["kind"].isin(["transformer", "mvit_local", "mvit_fusion"])
     rows.loc[heavy, "latency_ms"] *= 2
     rows.loc[~heavy, "latency_ms"] *= 0.5
-    return LatencyTable(replace(table.meta, device=device), rows.reset_index(drop=True))
+    return LatencyTable(replace(table.meta, device=device, calibration={}), rows.reset_index(drop=True))
 
 
 def test_search_command_per_device_measures_on_host_and_exports(tiny, table, home, tmp_path) -> None:
@@ -163,6 +165,13 @@ def test_search_command_per_device_measures_on_host_and_exports(tiny, table, hom
         assert r["best"]["params"] <= 1e5 and r["best"]["latency_ms"] <= budget
         assert Path(r["files"]["arch"]).exists() and Path(r["files"]["pareto_plot"]).stat().st_size > 1000
     assert host["best"]["arch"] != phone["best"]["arch"]  # the tables differ, so do the choices
+    # host's table carries whole subnets measured with it: its predictor's held-out error sets a margin,
+    # and the choice fits the budget less that margin; the stand-in phone's error is unknown: no margin
+    hc, pc = host["config"], phone["config"]
+    assert hc["predictor"].startswith("calibrated(n=") and hc["expected_error_pct"] > 0
+    assert hc["margin_pct"] == pytest.approx(1.645 * hc["expected_error_pct"], abs=0.01)
+    assert host["best"]["latency_ms"] <= hc["searched_within_ms"] < budget
+    assert pc["predictor"] == "isolated" and pc["expected_error_pct"] is None and pc["margin_pct"] == 0
     onnx_path = tmp_path / "host.onnx"
     exp = cli("export", host["files"]["arch"], "--space", TINY, "--format", "onnx", "--out", str(onnx_path), "--json")
     assert exp.returncode == 0, exp.stderr
@@ -190,8 +199,13 @@ def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
     budget = Budget(latency_ms=float(np.median(layer.predict_genes(tiny.sample_genes(500, 0)))))
     r = search(tiny, params_score(tiny), budget, layer.predict_genes, SearchConfig(**SMALL))
     assert all(layer.predict(c.arch) <= budget.latency_ms for c in r.evaluated)
+    # the table's own calibration subnets make `calibrated` (and so `auto`) available without `fit`
+    n = len(table.calibration_set(tiny)[0])
+    assert resolve_predictor("auto", tiny, table, default_path("host", tiny.name)).label == f"calibrated(n={n})"
+    bare = LatencyTable(replace(table.meta, calibration={}), table.rows.reset_index(drop=True))
+    assert resolve_predictor("auto", tiny, bare, default_path("host", tiny.name)).label == "isolated"
     with pytest.raises(LatencykitError, match="needs whole-model measurements.*latencykit fit --predictor calibrated"):
-        resolve_predictor("calibrated", tiny, table, default_path("host", tiny.name))
+        resolve_predictor("calibrated", tiny, bare, default_path("host", tiny.name))
 
 
 def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, table, tmp_path) -> None:
@@ -218,3 +232,101 @@ def test_supernet_accuracy_guides_search_and_export_inherits_its_weights(tiny, t
     want = supernet.extract(r.best.arch).eval()(x).detach().numpy()
     got = ort.InferenceSession(out["path"]).run(None, {"input0": x.numpy()})[0]
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4)
+
+
+def test_score_cache_persists_and_keys_on_space_settings_and_weights(tiny, tmp_path) -> None:
+    from latencykit.nas.proxies import get_signal
+    from latencykit.nas.scores import ScoreCache, Scorer
+    from latencykit.space import SearchSpace
+
+    archs = [tiny.decode(g) for g in np.unique(tiny.sample_genes(40, 3), axis=0)[:3]]
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    assert not cache.path.exists() and cache.count() == 0  # nothing written before there is a score
+    first = Scorer(tiny, get_signal("ntk", tiny), cache)
+    values = first.many(archs)
+    assert first.computed == 3 and first.hits == 0 and cache.count() == 3
+    again = Scorer(tiny, get_signal("ntk", tiny), ScoreCache(cache.path))  # a later run: a fresh process' view
+    assert again.many(archs) == values and again.computed == 0 and again.hits == 3
+    for other in (Scorer(tiny, get_signal("ntk", tiny, seed=1), cache),  # other weights
+                  Scorer(tiny, get_signal("vintk", tiny), cache),  # another proxy
+                  Scorer(SearchSpace.from_dict({**json.loads(Path(TINY).read_text()), "name": "tiny"}
+                                               | {"act": "relu"}), get_signal("ntk", tiny), cache)):  # other space
+        other.many(archs[:1])
+        assert other.computed == 1 and other.hits == 0
+    params = Scorer(tiny, get_signal("params", tiny), cache)  # cheaper than a lookup: never cached
+    assert params.many(archs) == [float(tiny.params(a)) for a in archs] and params.cache is None
+
+
+def test_threaded_scoring_matches_one_thread(tiny) -> None:
+    from latencykit.nas.proxies import get_signal
+    from latencykit.nas.scores import Scorer
+
+    archs = [tiny.decode(g) for g in np.unique(tiny.sample_genes(60, 5), axis=0)[:6]]
+    one = Scorer(tiny, get_signal("vintk", tiny)).many(archs)
+    threads = torch.get_num_threads()
+    assert Scorer(tiny, get_signal("vintk", tiny), threads=3).many(archs) == one  # seeded weights, same scores
+    assert torch.get_num_threads() == threads
+
+
+def test_multi_device_search_scores_each_subnet_once_and_reuses_scores(tiny, table, home, tmp_path) -> None:
+    table.write(default_path("host", "tiny"))
+    slow_transformer_table(table, "phone-a").write(default_path("phone-a", "tiny"))
+    budget = float(np.median(get_predictor("isolated").fit(tiny, table).predict_genes(tiny.sample_genes(500, 0))))
+    args = ("search", "--space", TINY, "-d", "host", "-d", "phone-a", "--latency", f"{budget:.4f}ms",
+            "--proxy", "ntk", "--population", "6", "--generations", "2", "--coarse-samples", "2000",
+            "--no-measure", "--out", str(tmp_path))
+    cold = cli(*args, "--json")
+    assert cold.returncode == 0, cold.stderr
+    runs = json.loads(cold.stdout)
+    distinct = {json.dumps(c["arch"], sort_keys=True) for r in runs for c in json.loads(
+        Path(r["files"]["result"]).read_text())["pareto"]}
+    computed = sum(r["config"]["scores"]["computed"] for r in runs)
+    evaluated = sum(r["accuracy_evaluations"] for r in runs)
+    assert computed <= evaluated and len(distinct) <= computed  # an arch found twice was scored once
+    assert (home / "scores.sqlite").exists()
+    warm = cli(*args)  # the same search again, as people read it: every score from the cache
+    assert warm.returncode == 0, warm.stderr
+    lines = warm.stdout.splitlines()
+    summary = [l for l in lines if l.startswith(("host:", "phone-a:"))]
+    assert len(summary) == 2 and all(len(l) <= 100 for l in summary), summary
+    assert all(re.search(r"; [1-9][0-9]* scored \([1-9][0-9]* cached\)", l) for l in summary), summary
+    assert max(len(l) for l in lines) > 80  # off a terminal the tables are as wide as their content
+
+
+def test_each_device_keeps_the_best_subnet_scored_for_any_device_within_its_budget(tiny, table) -> None:
+    from latencykit.nas.run import share_scores
+    from latencykit.nas.search import Constraints
+
+    phone = slow_transformer_table(table, "phone-a")
+    predictors = {d: get_predictor("isolated").fit(tiny, t) for d, t in (("host", table), ("phone-a", phone))}
+    genes = tiny.sample_genes(500, 0)
+    budget = Budget(latency_ms=float(np.median(predictors["host"].predict_genes(genes))))
+    results = [search(tiny, params_score(tiny), budget, p.predict_genes, SearchConfig(**{**SMALL, "generations": 1}),
+                      d) for d, p in predictors.items()]
+    share_scores(tiny, results, {d: p.predict_genes for d, p in predictors.items()})
+    pool = {c.arch: c.score for r in results for c in r.evaluated}
+    for r in results:
+        c = Constraints(tiny, budget, predictors[r.device].predict_genes)
+        ok, _ = c.feasible(np.stack([tiny.encode(a) for a in pool]))
+        assert r.best.score == max(s for s, k in zip(pool.values(), ok) if k)
+        assert predictors[r.device].predict(r.best.arch) <= budget.latency_ms
+        assert r.stages[-1].name == "shared"
+
+
+def test_skeletons_are_ranked_as_configured(tiny, table) -> None:
+    from latencykit.nas.search import Constraints, _Search
+
+    pred = get_predictor("isolated").fit(tiny, table)
+    budget = Budget(latency_ms=float(np.quantile(pred.predict_genes(tiny.sample_genes(2000, 1)), 0.5)))
+    for rank in ("fullness", "params", "flops"):
+        cfg = SearchConfig(skeleton_rank=rank, seed=4, **SMALL)
+        run = _Search(tiny, Constraints(tiny, budget, pred.predict_genes), params_score(tiny), cfg, "host")
+        rows, m = run.coarse()
+        # the same draw, every feasible row: the skeletons are its top `population` by the ranking
+        again = _Search(tiny, Constraints(tiny, budget, pred.predict_genes), params_score(tiny), cfg, "host")
+        allrows, am = again._new_feasible(tiny.sample_genes(cfg.coarse_samples, again.rng))
+        key = again.c.fullness(am) if rank == "fullness" else am[rank]
+        got = run.c.fullness(m) if rank == "fullness" else m[rank]
+        assert np.allclose(np.sort(got)[::-1], np.sort(key)[::-1][: cfg.population])
+    with pytest.raises(LatencykitError, match="unknown skeleton ranking 'accuracy'"):
+        SearchConfig(skeleton_rank="accuracy")

@@ -8,6 +8,7 @@ from here, and `latencykit.cli` imports them all.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -17,7 +18,17 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hardware-aware latency tables, predictors and latency-constrained NAS.")
-console = Console()
+
+
+def _console() -> Console:
+    """Rich's console; when the output is not a terminal (a pipe, a file) and COLUMNS is not set, lines
+    are as long as their content, so tables do not wrap at rich's default 80 columns."""
+    if Console().is_terminal or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=100_000)
+
+
+console = _console()
 
 
 @app.callback()

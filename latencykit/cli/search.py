@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,7 @@ import typer
 from latencykit.arch import Arch
 from latencykit.cli.app import SEED_MAX, JsonOption, app, console, emit, non_empty_file, one_of, table
 from latencykit.nas.run import arch_changes, parse_count, parse_latency
-from latencykit.nas.search import METHODS, Budget, SearchConfig
+from latencykit.nas.search import METHODS, SKELETON_RANKS, Budget, SearchConfig
 
 
 def _proxies() -> list[str]:
@@ -47,10 +48,18 @@ def search_command(
         parents: int = typer.Option(10, min=1, max=100_000, help="Parents per generation."),
         coarse_samples: int = typer.Option(20_000, min=1, max=10_000_000,
                                            help="Architectures sampled in the coarse stage."),
+        skeleton_rank: str = typer.Option(SearchConfig.skeleton_rank, "--skeleton-rank",
+                                          callback=one_of(lambda: SKELETON_RANKS),
+                                          help="What ranks the coarse stage's skeletons: flops, params, or "
+                                               "fullness (AutoViT's Algorithm 2: budget use)."),
         seed: int = typer.Option(0, min=0, max=SEED_MAX),
         margin: bool = typer.Option(True, "--margin/--no-margin", help="Search within the latency budget less "
                                     "the predictor's expected error (1.645 x its held-out RMSPE), so the chosen "
                                     "subnet meets the budget when measured with 95% confidence."),
+        threads: int = typer.Option(0, min=0, max=256, help="Subnets scored at once (one torch thread each); "
+                                    "0 = the number of CPUs."),
+        cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse and keep proxy scores in "
+                                   "$LATENCYKIT_HOME/scores.sqlite."),
         measure: bool = typer.Option(True, "--measure/--no-measure", help="Measure the chosen subnet where the "
                                      "device can measure (host, host-litert, an attached phone)."),
         out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
@@ -64,21 +73,24 @@ def search_command(
     budget = Budget(parse_latency(latency) if latency else None, parse_count(params, "params") if params else None,
                     parse_count(flops, "FLOPs") if flops else None)
     config = SearchConfig(method=method, population=population, generations=generations, parents=parents,
-                          coarse_samples=coarse_samples, seed=seed)
+                          coarse_samples=coarse_samples, skeleton_rank=skeleton_rank, seed=seed)
     say = None if as_json else (lambda msg: console.print(f"[dim]{msg}[/]"))
     results = search(sp, list(device), budget, proxy, config, out, measure, str(checkpoint) if checkpoint else None,
-                     predictor, margin, say)
+                     predictor, say, threads or (os.cpu_count() or 1), cache, margin)
     data = [dr.to_dict() for dr in results]
     if as_json:
         emit(data, True)
         return
     r0 = results[0].result
     kind = "accuracy" if r0.signal_kind == "accuracy" else "proxy"
-    rows = []
+    rows, unmeasured = [], {}
     for d, dr in zip(data, results):
         b, m = dr.result.best, dr.measured
-        meas = (f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
-                if m.get("status") == "measured" else m.get("status", "-").replace("not measured: ", "no: "))
+        if m.get("status") == "measured":
+            meas = f"{m['latency_ms']:.2f} ({m['error_pct']:+.1f}% pred err, retest {m['test_retest_pct']:.1f}%)"
+        else:  # the reason once, under the table, not in every row
+            unmeasured.setdefault(m.get("status", "not measured").replace("not measured: ", ""), []).append(d["device"])
+            meas = "no (below)" if m.get("status") else "-"
         c = d["config"]
         margin_text = ("-" if budget.latency_ms is None else f"{c['margin_pct']:.1f}%" if c.get("margin_pct")
                        else "none" if not margin else "none (error unknown)")
@@ -88,6 +100,8 @@ def search_command(
                         f"latency predicted by {', '.join(sorted({str(d['config']['predictor']) for d in data}))}",
                         ["device", "latency ms (predicted)", "budget margin", "latency ms (measured)", "params M",
                          "MFLOPs", f"{r0.signal}", "evaluations", "arch file"], rows))
+    for reason, devs in unmeasured.items():
+        console.print(f"not measured on {', '.join(devs)}: {reason}", soft_wrap=True)
     cols, change_rows = arch_changes({dr.result.device: dr.result.best.arch for dr in results})
     console.print(table("chosen architecture per device (* = differs)", cols, change_rows))
     stage_rows = [[dr.result.device, s.name, f"{s.seconds:.2f}", s.table_evaluations, s.accuracy_evaluations]
@@ -95,6 +109,20 @@ def search_command(
     console.print(table("stages", ["device", "stage", "seconds", "table evaluations", "accuracy evaluations"],
                         stage_rows))
     console.print(f"Pareto plot: {results[0].files['pareto_plot']}")
+    for dr in results:
+        console.print(summary_line(dr), markup=False, highlight=False, soft_wrap=True)
+
+
+def summary_line(dr) -> str:
+    """One line per device, at most 100 characters: the choice, its cost and where its score came from."""
+    r, b = dr.result, dr.result.best
+    scores = r.config.get("scores") or {}
+    lat = f"{b.latency_ms:.2f} ms" if b.latency_ms == b.latency_ms else "- ms"
+    cached = f" ({scores['from_cache']} cached)" if scores.get("from_cache") else ""
+    line = (f"{r.device[:14]}: {lat}, {b.params / 1e6:.2f} M params, {b.flops / 1e6:.0f} MFLOPs, "
+            f"{r.signal} {b.score:.4g}; {r.accuracy_evaluations} scored{cached}; "
+            f"{sum(s.seconds for s in r.stages):.0f} s")
+    return line if len(line) <= 100 else line[:99] + "…"
 
 
 @app.command("export")

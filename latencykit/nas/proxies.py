@@ -22,7 +22,10 @@ norm recalibrated (the supernet subsystem, latencykit.nas.supernet/evaluate), on
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
@@ -86,6 +89,11 @@ def fourier_kernel(x: torch.Tensor, frequencies: int) -> torch.Tensor:
     return k / alpha2.sum()
 
 
+_SEEDED = threading.Lock()  # seeding torch's global RNG and drawing the weights happen as one step
+
+PROXY_VERSION = 1  # bump when a proxy's formula or inputs change: cached scores then no longer match
+
+
 class NTKProxy:
     """One of the NTK-family proxies; see the module docstring for the three formulas."""
 
@@ -99,6 +107,12 @@ class NTKProxy:
             self.resolution = min(space.resolution)
         self.x = proxy_batch(config.batch, self.resolution, config.seed)
         self._fourier = fourier_kernel(self.x, max(1, config.batch // 2))
+
+    def cache_key(self) -> tuple[str, str]:
+        """(settings, weights) for the score cache: what the score depends on besides the architecture."""
+        settings = {"batch": self.config.batch, "resolution": self.resolution, "agnostic": self.agnostic,
+                    "version": PROXY_VERSION, "torch": torch.__version__.split("+")[0]}
+        return json.dumps(settings, sort_keys=True), f"init-seed-{self.config.seed}"
 
     def _runs_at(self, resolution: int) -> bool:
         """Whether the space's networks run at an input size other than the one they were built for."""
@@ -121,8 +135,9 @@ class NTKProxy:
         threads = torch.get_num_threads()
         torch.set_num_threads(self.config.threads)
         try:
-            torch.manual_seed(self.config.seed)
-            net = build(self.space.layers(arch))
+            with _SEEDED:
+                torch.manual_seed(self.config.seed)
+                net = build(self.space.layers(arch))
             x = (self.x - 0.5) / 0.5
             return ntk_matrix(recalibrate_bn(net, [x]), x)
         finally:
@@ -178,6 +193,14 @@ class SupernetAccuracy:
             self._state = {"net": net.eval(), "train": train, "val": val, "resolution": resolution,
                            "evaluate": evaluate_subnet, "calib_batches": config.get("calib_batches", 4)}
         return self._state
+
+    def cache_key(self) -> tuple[str, str]:
+        """(settings, weights): the checkpoint's content hash names the weights."""
+        digest = hashlib.sha256()
+        with open(self.checkpoint, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return json.dumps({"version": PROXY_VERSION}), digest.hexdigest()[:32]
 
     def score(self, arch: Arch) -> float:
         s = self._load()

@@ -9,13 +9,17 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from latencykit.arch import Arch
 from latencykit.errors import LatencykitError
 from latencykit.files import atomic_write, atomic_write_text
-from latencykit.nas.search import Budget, SearchConfig, SearchResult, search
+from latencykit.nas.search import Budget, Candidate, Constraints, SearchConfig, SearchResult, StageStats, search
 from latencykit.space import SearchSpace
 
 _UNITS_MS = {"ms": 1.0, "s": 1000.0, "us": 1e-3}
@@ -81,9 +85,11 @@ def budget_margin_pct(predictor, margin: bool = True) -> tuple[float, float | No
 
 def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signal_name: str,
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
-                   progress: Callable[[str], None] | None = None, predictor: str = "auto",
-                   margin: bool = True) -> list[DeviceResult]:
-    """One search per device (each through its own predictor), the same accuracy signal, shared scores.
+                   progress: Callable[[str], None] | None = None, predictor: str = "auto", threads: int = 1,
+                   cache: bool = True, margin: bool = True) -> list[DeviceResult]:
+    """One search per device (each through its own predictor) with one scorer: each subnet is scored
+    once (and kept in the persistent score cache unless `cache` is off); then every subnet scored for
+    any device is put through each device's predictor, and a device keeps the best one within its budget.
 
     With `margin`, a latency budget is searched with the predictor's expected error taken off (see
     MARGIN_Z), so a chosen subnet meets the budget when measured, not only when predicted."""
@@ -92,6 +98,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
     from latencykit.lut.predictors import resolve_predictor
     from latencykit.lut.table import default_path
     from latencykit.nas.proxies import get_signal
+    from latencykit.nas.scores import ScoreCache, Scorer
 
     if not devices:
         raise LatencykitError("give at least one --device")
@@ -103,40 +110,65 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
         else:
             DEVICES.get(d)  # no table and no such device: a typo, not a device to search for
     signal = get_signal(signal_name, space, **(signal_options or {}))
-    cache: dict[Arch, float] = {}
-
-    def score(arch: Arch) -> float:
-        if arch not in cache:
-            cache[arch] = signal.score(arch)
-        return cache[arch]
+    scorer = Scorer(space, signal, ScoreCache() if cache else None, threads)
 
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for d in devices:
         if progress:
             progress(f"searching {space.name} on {d}")
-        t = tables[d]
-        latency = predictors[d].predict_genes if t is not None else None
+        latency = predictors[d].predict_genes if d in predictors else None
         margin_pct, err = budget_margin_pct(predictors.get(d), margin)
         within = budget if budget.latency_ms is None or not margin_pct else replace(
             budget, latency_ms=budget.latency_ms / (1 + margin_pct / 100))
-        r = search(space, score, within, latency, config, d, signal.name, signal.kind)
-        r.config["predictor"] = predictors[d].label if t is not None else None
+        computed, hits = scorer.computed, scorer.hits
+        r = search(space, scorer, within, latency, config, d, signal.name, signal.kind)
+        r.config["predictor"] = predictors[d].label if d in predictors else None
         if budget.latency_ms is not None:
             r.config.update(latency_budget_ms=budget.latency_ms, margin_pct=round(margin_pct, 2),
                             expected_error_pct=err, searched_within_ms=within.latency_ms)
-        dr = DeviceResult(r)
-        if measure and t is not None:
+        r.config["scores"] = {"computed": scorer.computed - computed, "from_cache": scorer.hits - hits,
+                              "cache": str(scorer.cache.path) if scorer.cache else None}
+        results.append(DeviceResult(r))
+    if len(results) > 1:
+        share_scores(space, [dr.result for dr in results], {d: p.predict_genes for d, p in predictors.items()})
+    for dr in results:
+        d, r = dr.result.device, dr.result
+        if measure and tables[d] is not None:
             if progress:
                 progress(f"measuring the chosen subnet on {d}")
-            dr.measured = _measure(space, d, r.best.arch, t, r.best.latency_ms)
+            dr.measured = _measure(space, d, r.best.arch, tables[d], r.best.latency_ms)
         dr.files["arch"] = str(atomic_write_text(out / f"{d}.arch.json", r.best.arch.to_text() + "\n"))
         dr.files["result"] = str(atomic_write_text(out / f"{d}.json", json.dumps(dr.to_dict(), indent=1, default=str)))
-        results.append(dr)
     plot = pareto_plot(results, out / "pareto.png")
     for dr in results:
         dr.files["pareto_plot"] = str(plot)
     return results
+
+
+def share_scores(space: SearchSpace, results: list[SearchResult], latency: dict[str, Callable]) -> None:
+    """Every subnet scored in any device's search, put through each device's predictor (one vectorised
+    pass): a device whose budget (as it searched: margin taken off) admits a better-scored subnet found
+    for another device takes it."""
+    pool: dict[Arch, tuple[float, str]] = {}
+    for r in results:
+        for c in r.evaluated:
+            pool.setdefault(c.arch, (c.score, r.device))
+    archs = list(pool)
+    rows = np.stack([space.encode(a) for a in archs])
+    scores = np.array([pool[a][0] for a in archs])
+    for r in results:
+        t0 = time.perf_counter()
+        c = Constraints(space, r.budget, latency.get(r.device))
+        ok, m = c.feasible(rows)
+        kept = int(ok.sum())
+        if kept:
+            i = int(np.flatnonzero(ok)[np.argmax(scores[ok])])
+            if scores[i] > r.best.score:
+                lat = float(m["latency_ms"][i]) if "latency_ms" in m else float("nan")
+                r.best = Candidate(archs[i], lat, int(m["params"][i]), int(m["flops"][i]), float(scores[i]),
+                                   f"shared from {pool[archs[i]][1]}")
+        r.stages.append(StageStats("shared", time.perf_counter() - t0, c.table_evaluations, 0, kept))
 
 
 def _maybe_table(device: str, space: SearchSpace):

@@ -31,6 +31,7 @@ from latencykit.space import SearchSpace
 
 LatencyFn = Callable[[np.ndarray], np.ndarray]
 METHODS = ("coarse-to-fine", "evolution", "random")
+SKELETON_RANKS = ("fullness", "params", "flops")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class SearchConfig:
     tries: int = 20  # candidate batches per generation before it gives up looking
     evaluations: int = 0  # accuracy evaluations in all; 0: population x (generations + 1)
     skeleton_pool: float = 0.0  # > 0: draw the skeletons at random from this top share by budget use
+    skeleton_rank: str = "fullness"  # what orders the coarse stage's feasible rows: fullness (paper), params, flops
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -73,6 +75,8 @@ class SearchConfig:
             raise LatencykitError(f"unknown search method {self.method!r}; known: {', '.join(METHODS)}")
         if self.parents < 1 or self.population < 1 or self.generations < 0:
             raise LatencykitError("search needs population >= 1, parents >= 1 and generations >= 0")
+        if self.skeleton_rank not in SKELETON_RANKS:
+            raise LatencykitError(f"unknown skeleton ranking {self.skeleton_rank!r}; known: {', '.join(SKELETON_RANKS)}")
 
     @property
     def max_evaluations(self) -> int:
@@ -217,12 +221,15 @@ class _Search:
         return rows[idx], {k: v[idx] for k, v in m.items()}
 
     def evaluate(self, rows: np.ndarray, m: dict[str, np.ndarray], stage: str) -> None:
-        for i, row in enumerate(rows[: self._budget_left()]):
+        """Score a batch at once (`score.many` where the scorer has it: cached, threaded), then record it."""
+        rows = rows[: self._budget_left()]
+        archs = [self.space.decode(row) for row in rows]
+        many = getattr(self.score_fn, "many", None)
+        scores = many(archs) if many else [self.score_fn(a) for a in archs]
+        for i, (row, arch, score) in enumerate(zip(rows, archs, scores)):
             self.seen.add(row.tobytes())
-            arch = self.space.decode(row)
             lat = float(m["latency_ms"][i]) if "latency_ms" in m else float("nan")
-            self.evaluated.append(Candidate(arch, lat, int(m["params"][i]), int(m["flops"][i]),
-                                            float(self.score_fn(arch)), stage))
+            self.evaluated.append(Candidate(arch, lat, int(m["params"][i]), int(m["flops"][i]), float(score), stage))
             self.rows.append(row)
 
     # -- generators --------------------------------------------------------------------------------
@@ -307,7 +314,8 @@ class _Search:
             if not self._smallest_feasible():
                 raise self.c.floor(self.space.sample_genes(min(cfg.coarse_samples, 4096), self.rng), self.device)
             rows, m = self._new_feasible(np.zeros((1, len(self.space.genes)), dtype=np.int64))
-        order = np.argsort(-self.c.fullness(m), kind="stable")
+        rank = self.c.fullness(m) if cfg.skeleton_rank == "fullness" else m[cfg.skeleton_rank]
+        order = np.argsort(-rank, kind="stable")
         if cfg.skeleton_pool > 0:  # diversity: a random draw from the fullest share instead of the very top
             pool = order[: max(cfg.population, int(len(order) * cfg.skeleton_pool))]
             top = self.rng.choice(pool, size=min(cfg.population, len(pool)), replace=False)
