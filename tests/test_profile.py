@@ -21,7 +21,7 @@ from latencykit.lut.table import load_table
 from latencykit.lut.protocol import REFERENCE, Protocol
 from latencykit.lut.table import LatencyTable, default_path
 from latencykit.space import load_space
-from latencykit.lut.validate import evaluate, measure_archs, sample_archs, save
+from latencykit.lut.validate import Metrics, evaluate, measure_archs, sample_archs, save
 
 from conftest import TINY
 
@@ -117,7 +117,7 @@ def test_validation_reports_metrics_noise_floor_and_plot(tiny, tiny_table, tmp_p
                       protocol=Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0))
     v = evaluate("table", get_predictor("isolated").fit(tiny, tiny_table).predict_many, m, "host", "tiny")
     assert v.metrics.n == 6 and v.noise_floor.n == 6
-    assert 0 <= v.metrics.within_5_pct <= v.metrics.within_10_pct <= 100
+    assert v.metrics == Metrics.compare(v.predicted, m.measured)  # scored against both passes' mean
     # subnets of this space differ several-fold in cost: the table must rank them, not just exist
     assert v.metrics.kendall_tau > 0.3
     files = save(v, tmp_path)
@@ -159,3 +159,19 @@ def test_interrupted_profile_resumes(home: Path) -> None:
     assert not journal.exists()
     t = load_table("host", load_space(TINY))
     assert (t.rows["runs"] >= 30).all()
+
+
+def test_metrics_equal_hand_computed_values() -> None:
+    """Predictions 8% high, 2% low, exact and 20% low against measured 1, 2, 4, 5 ms."""
+    measured = np.array([1.0, 2.0, 4.0, 5.0])
+    predicted = np.array([1.08, 1.96, 4.0, 4.0])
+    m = Metrics.compare(predicted, measured)
+    assert m.n == 4
+    assert m.rmse_ms == pytest.approx(np.sqrt((0.08**2 + 0.04**2 + 0 + 1.0) / 4))
+    assert m.mape_pct == pytest.approx((8 + 2 + 0 + 20) / 4)
+    assert m.rmspe_pct == pytest.approx(np.sqrt((64 + 4 + 0 + 400) / 4))
+    assert m.bias_pct == pytest.approx((np.mean([1 / 1.08, 2 / 1.96, 1.0, 5 / 4]) - 1) * 100)
+    assert m.bias_pct > 0  # on the whole it predicts low
+    assert m.within_5_pct == 50.0 and m.within_10_pct == 75.0
+    # orders: (1.08, 1.96, 4.0, 4.0) vs (1, 2, 4, 5): 5 concordant pairs, 1 tied in the prediction
+    assert m.kendall_tau == pytest.approx(5 / np.sqrt(5 * 6))

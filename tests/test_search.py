@@ -116,7 +116,15 @@ def test_flops_budget_without_a_table(tiny, everything) -> None:
     limit = float(np.median(flops))
     r = search(tiny, params_score(tiny), Budget(flops=limit), None, SearchConfig(**SMALL))
     assert all(c.flops <= limit for c in r.evaluated) and np.isnan(r.best.latency_ms)
-    assert r.pareto()[-1].score == r.best.score
+    # the front against a brute-force one: a candidate is on it iff no other has FLOPs <= and a score >,
+    # or FLOPs < and a score >= (ties in both keep the first)
+    def dominated(c) -> bool:
+        return any((o.flops <= c.flops and o.score > c.score) or (o.flops < c.flops and o.score >= c.score)
+                   for o in r.evaluated)
+
+    brute = sorted({(c.flops, c.score) for c in r.evaluated if not dominated(c)})
+    assert [(c.flops, c.score) for c in r.pareto()] == brute
+    assert r.best.score == max(c.score for c in r.evaluated)
 
 
 def test_units_and_arch_changes(tiny) -> None:
