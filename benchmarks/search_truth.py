@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import sys
 import time
 from itertools import islice
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import kendalltau, wilcoxon
 
+from latencykit.devices.host import cpu_name
 from latencykit.lut.predictors import get_predictor
 from latencykit.lut.table import load_table
 from latencykit.lut.validate import sample_archs
@@ -216,16 +216,6 @@ def run_space(args, space_name: str, lines: list[str]) -> None:
     lines += [f"Oracle: {oracle.computed} subnets scored in this run ({oracle_signal.seconds:.0f} s), "
                   f"{oracle.hits} from the oracle's score cache; "
                   f"space total {time.perf_counter() - t0:.0f} s wall.", ""]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
