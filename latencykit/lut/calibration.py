@@ -1,14 +1,16 @@
 """Calibrating a table on whole subnets: which subnets to measure, and how to fit per-group coefficients.
 
-A table's entries are measured layer by layer; inside a network some kinds of layer cost a little more
-or less (cache state, fused kernels, memory layout). A few whole subnets measured in the same rounds as
-the table fit one coefficient per layer group and an intercept:
+A table's entries are measured layer by layer; inside a network layers cost a little more or less
+(cache state, fused kernels, memory layout: benchmarks/results/bias.md). A few whole subnets measured
+in the same rounds as the table fit one coefficient per layer group and an intercept:
 
     measured = intercept + sum_g c_g * (table entries of group g)
 
-regularised toward c_g = 1 (ridge on c - 1, strength chosen by leave-one-out cross-validation), so
-with little or collinear data the coefficients stay near 1 and physical (never negative), and a group
-moves away from 1 only when the measurements say so.
+The coefficients share a free common scale c (the whole network against the sum of its layers, which
+differs from 1 by several percent on a busy CPU) and each c_g is pulled toward c (ridge on c_g - c,
+strength chosen by leave-one-out cross-validation): with little or collinear data the fit is one
+scale for every group plus an intercept, a group leaves it only when the measurements say so, and no
+coefficient goes negative.
 """
 
 from __future__ import annotations
@@ -23,29 +25,29 @@ from latencykit.space import SearchSpace
 
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 29))
 """Ridge strengths tried, relative to the number of subnets (features divided by the mean table sum)."""
-SELECTION = "smallest, largest, then random subnets nearest to evenly spaced FLOPs between them"
+SELECTION = "random subnets at evenly spaced quantiles of the FLOPs of seeded random subnets"
 
 
 def select_calibration(space: SearchSpace, n: int, seed: int = 0, pool: int = 40) -> list[Arch]:
-    """`n` distinct subnets spanning the space: the smallest, the largest, then for evenly spaced
-    FLOPs targets between them the nearest unused subnet among `pool * n` seeded random ones."""
+    """`n` distinct subnets spread like the ones a user asks about: among `pool * n` seeded random
+    subnets, the one at each of `n` evenly spaced FLOPs quantiles, in increasing FLOPs.
+
+    Random subnets, not the space's corners: the smallest subnet sits 5-11% off the line random
+    subnets follow (autovit-xxs, autovit-s on host), and with that leverage a fit that included the
+    smallest and largest predicted random subnets about 1% low."""
     if n <= 0:
         return []
-    ends = [space.smallest(), space.largest()][:n]
     rng = np.random.default_rng(seed)
     genes = space.canonical(space.sample_genes(pool * n, rng))
     flops = space.evaluate(space.flops_values, genes).astype(float)
-    lo, hi = (float(space.flops(a)) for a in (space.smallest(), space.largest()))
-    chosen = list(dict.fromkeys(ends))
-    used: set[int] = set()
-    for target in np.linspace(lo, hi, n - len(chosen) + 2)[1:-1]:
-        for i in np.argsort(np.abs(flops - target), kind="stable"):
-            arch = space.decode(genes[i])
-            if i not in used and arch not in chosen:
-                used.add(int(i))
-                chosen.append(arch)
-                break
-    return chosen
+    distinct: dict[Arch, float] = {}
+    for i in np.argsort(flops, kind="stable"):
+        distinct.setdefault(space.decode(genes[i]), float(flops[i]))
+    archs = list(distinct)
+    if len(archs) <= n:
+        return archs
+    picks = ((np.arange(n) + 0.5) / n * len(archs)).astype(int)
+    return [archs[i] for i in picks]
 
 
 @dataclass(frozen=True)
@@ -72,39 +74,37 @@ class GroupFit:
 
 
 def _solve(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Ridge of y - X.sum(1) on X with a free intercept; c = 1 + d >= 0.
-
-    Every column is divided by the same scale (the mean table sum), so the penalty is on the
-    coefficients themselves: a small group (the head) cannot drift to 0 for free."""
+    """Least squares of y on an intercept and X with c_g >= 0, plus the ridge alpha * n * sum_g ((c_g - c)
+    * S)^2 toward a free common scale c, S the mean table sum (so the penalty is on the coefficients
+    themselves: a small group, the head, cannot drift for free)."""
     n, g = X.shape
-    scale = np.full(g, max(float(X.sum(1).mean()), 1e-12))
-    Z = X / scale
-    target = y - X.sum(1)
-    A = np.vstack([np.column_stack([np.ones(n), Z]),
-                   np.column_stack([np.zeros(g), np.sqrt(alpha * n) * np.eye(g)])])
-    b = np.concatenate([target, np.zeros(g)])
+    s = max(float(X.sum(1).mean()), 1e-12)
+    # unknowns: intercept, then c - 1, then c_g - 1 for each group
+    A = np.vstack([np.column_stack([np.ones(n), np.zeros(n), X]),
+                   np.sqrt(alpha * n) * s * np.column_stack([np.zeros(g), -np.ones(g), np.eye(g)])])
+    b = np.concatenate([y - X.sum(1), np.zeros(g)])
     sol, *_ = np.linalg.lstsq(A, b, rcond=None)
-    e = sol[1:]
-    if np.any(e / scale < -1):  # a coefficient would go negative: solve with the bound c >= 0
-        lower = np.concatenate([[-np.inf], -scale])
-        sol = lsq_linear(A, b, bounds=(lower, np.full(g + 1, np.inf))).x
-    return 1.0 + sol[1:] / scale, float(sol[0])
+    if np.any(sol[2:] < -1):  # a coefficient would go negative: solve with the bound c_g >= 0
+        lower = np.concatenate([[-np.inf, -np.inf], -np.ones(g)])
+        sol = lsq_linear(A, b, bounds=(lower, np.full(g + 2, np.inf))).x
+    return 1.0 + sol[2:], float(sol[0])
 
 
 def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS) -> GroupFit:
-    """Fit measured = intercept + sum_g c_g X_g, ridge-regularised toward c_g = 1.
+    """Fit measured = intercept + sum_g c_g X_g, each c_g ridge-regularised toward a common scale.
 
     X: (n, groups) per-group table sums (ms) of n subnets; y: (n,) their measured ms. The ridge
     strength is chosen by leave-one-out cross-validation with the one-standard-error rule (the
-    strongest pull toward 1 whose held-out error is within one standard error of the lowest), so a
-    coefficient leaves 1 only on clear evidence; the held-out RMSPE at that strength is reported.
+    strongest pull toward the common scale whose held-out error is within one standard error of the
+    lowest), so a group leaves the common scale only on clear evidence; the held-out RMSPE at that
+    strength is reported.
     """
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
     if X.ndim != 2 or y.shape != (len(X),):
         raise ValueError(f"X must be (n, groups) and y (n,); got {X.shape} and {y.shape}")
     if len(y) < 3:
         raise ValueError(f"calibration needs at least 3 measured subnets, got {len(y)}")
-    keep = X.sum(0) > 0  # a group no subnet uses keeps its coefficient 1
+    keep = X.sum(0) > 0  # a group no subnet uses keeps its coefficient 1 (it never counts)
     Xk = X[:, keep]
     squared = np.empty((len(alphas), len(y)))  # held-out squared relative errors, per strength
     for a, alpha in enumerate(alphas):
@@ -114,7 +114,7 @@ def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ..
             squared[a, i] = ((b + Xk[i] @ c - y[i]) / y[i]) ** 2
     mean = squared.mean(1)
     best = int(np.argmin(mean))
-    # the strongest pull toward 1 whose held-out error is within one standard error of the best
+    # the strongest pull toward the common scale whose held-out error is within one standard error of the best
     tolerance = mean[best] + squared[best].std() / np.sqrt(len(y))
     chosen = max((a for a in range(len(alphas)) if mean[a] <= tolerance), key=lambda a: alphas[a])
     alpha = alphas[chosen]

@@ -1,7 +1,7 @@
 """Build a device's lookup table for a space: export every distinct layer, measure, write.
 
 In the same interleaved rounds as the layers, `profile` measures a calibration set of whole subnets
-chosen to span the space, stored in the table's metadata on the table's scale for a calibrated
+spread like random subnets (latencykit.lut.calibration), stored in the table's metadata on the table's scale for a calibrated
 predictor to fit on (`LatencyTable.calibration_set`), and an almost empty model: the runtime's
 per-call overhead, recorded in the provenance. Entries keep it: subtracting it (a sum of N entries pays
 it N times, a whole model once) moved the isolated sum's bias the wrong way by about 1% in every
