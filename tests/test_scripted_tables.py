@@ -124,15 +124,18 @@ def _kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) -> None:
-    """Whole subnets cost BASE + 0.8 x their entries, so the table's sums run high by a known amount."""
+    """Whole subnets cost BASE + 0.8 x their entries, so the table's sums run high by a known amount.
+    The device runs 25% slower than when the table was profiled (another session), and drifts 30% more
+    in round 2: measured through the table's calibration subnets, whole models come out on its scale."""
     cache = costs[0]
     archs = sample_archs(mini, 6, seed=3)
-    dev = device(costs, drift=lambda r: 1.25 if r % 2 else 1.0)
+    dev = device(costs, drift=lambda r: 1.25 * (1.3 if r % QUICK.rounds == 2 else 1.0))
     dev.costs.update({export_network(mini.layers(a), cache, "onnx"): network_ms(mini.layers(a)) for a in archs})
     m = measure_archs(mini, dev, archs, isolated, QUICK, cache)
     measured = [network_ms(mini.layers(a)) for a in archs]
     assert m.measured == pytest.approx(measured, rel=1e-12)
     assert m.first == pytest.approx(m.second, rel=1e-12)
+    assert m.scale == f"{CALIBRATE} calibration subnets" and m.reference_ms_now == pytest.approx(1.25 * REF_MS)
     v = evaluate("isolated", get_predictor("isolated").fit(mini, isolated).predict_many, m, "scripted", "mini")
     predicted = [sum(layer_ms(s) for s in mini.layers(a)) for a in archs]
     pairs = list(zip(predicted, measured))
