@@ -100,9 +100,19 @@ def test_removal_entries_equal_the_known_drops(mini, costs, tmp_path) -> None:
             assert table.latency(spec) == pytest.approx(layer_ms(spec), rel=1e-12), spec
     refs = table.meta.provenance["references"]
     assert len(refs) == len(choose_references(mini, 0))
+    overheads = []
     for row in refs:
         specs = mini.layers(Arch.from_dict(row["arch"]))
         assert row["measured_ms"] == pytest.approx(network_ms(specs), rel=1e-9)
+        # what the entries miss: BASE, less the context saving of the layers kept at their isolated cost
+        overheads.append(BASE - (1 - CONTEXT) * sum(layer_ms(s) for s in specs if not removable(s)))
+    pred = get_predictor("removal").fit(mini, table)
+    ref_archs = [Arch.from_dict(row["arch"]) for row in refs]
+    for arch in ref_archs:
+        assert pred.predict(arch) == pytest.approx(network_ms(mini.layers(arch)), rel=1e-9)
+    other = next(a for a in (mini.sample(s) for s in range(50)) if a not in ref_archs)
+    entries = sum(CONTEXT * layer_ms(s) if removable(s) else layer_ms(s) for s in mini.layers(other))
+    assert pred.predict(other) == pytest.approx(entries + sorted(overheads)[len(overheads) // 2], rel=1e-9)
 
 
 def _kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
