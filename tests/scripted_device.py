@@ -21,6 +21,11 @@ from typing import Callable, Mapping, Sequence
 from latencykit.devices.base import Availability, Device
 
 
+def _key(path: Path | str) -> Path:
+    """A model file by its real path: the export cache is reached through a link in LATENCYKIT_HOME."""
+    return Path(path).resolve()
+
+
 @dataclass
 class _Handle:
     path: Path
@@ -34,9 +39,9 @@ class ScriptedDevice(Device):
     def __init__(self, costs: Mapping[Path, float], reference: Path, drift: Callable[[int], float] = lambda r: 1.0,
                  noise: Mapping[Path, Sequence[float]] | None = None, warmup_factor: float = 1.0,
                  stop_in_round: int | None = None) -> None:
-        self.costs = {Path(p): float(ms) for p, ms in costs.items()}
-        self.reference = Path(reference)
-        self.drift, self.noise, self.warmup_factor = drift, {Path(p): list(f) for p, f in (noise or {}).items()}, warmup_factor
+        self.costs = {_key(p): float(ms) for p, ms in costs.items()}
+        self.reference = _key(reference)
+        self.drift, self.noise, self.warmup_factor = drift, {_key(p): list(f) for p, f in (noise or {}).items()}, warmup_factor
         self.stop_in_round = stop_in_round
         self.round = -1
         self.timed: Counter[Path] = Counter()  # measurements after the warm-up, per model file
@@ -51,7 +56,7 @@ class ScriptedDevice(Device):
         return {"device": self.name, "runtime": "scripted"}
 
     def open(self, model: Path) -> _Handle:
-        model = Path(model)
+        model = _key(model)
         if model not in self.costs:
             raise KeyError(f"the scripted device has no cost for {model}")
         self.opened[model] += 1

@@ -12,9 +12,9 @@ from latencykit.lut.protocol import REF_KEY, Journal, Protocol, measure_models
 
 from scripted_device import ScriptedDevice
 
-REF = Path("reference.onnx")
+REF = Path("/models/reference.onnx")  # never opened: the scripted device maps paths to costs
 COSTS = {"a": 1.0, "b": 2.0, "c": 5.0}
-MODELS = {k: Path(f"{k}.onnx") for k in COSTS}
+MODELS = {k: Path(f"/models/{k}.onnx") for k in COSTS}
 REF_MS = 4.0
 # two reference measurements per round (first and last), as every round has fewer than ref_every models
 PROTOCOL = Protocol(rounds=7, warmup_runs=1, min_runs=2, max_runs=50, burst_ms=8.0, ref_every=20,

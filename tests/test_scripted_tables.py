@@ -9,6 +9,7 @@ latency by `CONTEXT * LAYER(spec)`, which is what a removal entry must hold.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +24,7 @@ from latencykit.lut.predictors import get_predictor
 from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol, export_call, export_reference
 from latencykit.lut.removal import choose_references, profile_removal, removable
+from latencykit.lut.table import load_table
 from latencykit.lut.validate import evaluate, measure_archs, sample_archs
 from latencykit.space import SearchSpace, load_space
 
@@ -159,3 +161,40 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) ->
     assert v.metrics.within_10_pct == pytest.approx(100 * sum(abs(p / t - 1) <= 0.10 for p, t in pairs) / 6)
     assert v.metrics.kendall_tau == pytest.approx(_kendall_tau(predicted, measured))
     assert v.noise_floor.rmse_ms == pytest.approx(0.0, abs=1e-9) and v.noise_floor.within_5_pct == 100.0
+
+
+def test_removal_profile_through_the_cli_stops_on_ctrl_c_and_resumes(mini, costs, monkeypatch, capsys) -> None:
+    """`profile --mode removal` interrupted in the second reference subnet's rounds exits 130; run again,
+    it measures only that reference's missing rounds (the isolated pass and the first reference are
+    finished in their journals) and writes the same exact table."""
+    from latencykit.cli import main
+    from latencykit.devices import DEVICES
+    from latencykit.lut.removal import REMOVAL_PROTOCOL
+    from latencykit.lut.table import default_path
+
+    rounds = 3
+    # rounds 0-2: isolated; 3-11: the first reference subnet; 12-20: the second
+    devices = [device(costs, stop_in_round=rounds + REMOVAL_PROTOCOL.rounds + 2), device(costs)]
+    monkeypatch.setitem(DEVICES._items, "scripted", lambda: devices.pop(0))
+    argv = ["profile", "--mode", "removal", "-d", "scripted", "-s", MINI, "--rounds", str(rounds), "--json"]
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 130 and "interrupted" in capsys.readouterr().err
+    table = default_path("scripted", "mini")
+    assert not table.exists() and table.with_name(table.name + ".ref1.journal").exists()
+    resumed = devices[0]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["entries"] == len(mini.distinct_layers())
+    cache = costs[0]
+    second = mini.layers(choose_references(mini, 0)[1])
+    files = [export_network(second, cache, "onnx")] + [
+        export_network(second[:p] + second[p + 1:], cache, "onnx") for p, s in enumerate(second) if removable(s)]
+    assert {resumed.timed[f.resolve()] for f in files} == {REMOVAL_PROTOCOL.rounds - 2}
+    assert not any(resumed.opened[export_layer(l, cache, "onnx").resolve()] for l in mini.distinct_layers())
+    written = load_table("scripted", mini)
+    assert written.meta.mode == "removal" and not list(table.parent.glob("*.journal"))
+    for spec in mini.distinct_layers():
+        want = CONTEXT * layer_ms(spec) if removable(spec) else layer_ms(spec)
+        assert written.latency(spec) == pytest.approx(want, rel=1e-9)
