@@ -170,3 +170,59 @@ def test_subnets_with_layers_missing_from_the_table_are_never_feasible(tiny) -> 
         assert r.evaluated and all(np.isfinite(c.latency_ms) for c in r.evaluated), method
         assert all(missing not in tiny.layers(c.arch) for c in r.evaluated), method
         assert np.isfinite(r.best.latency_ms) and missing not in tiny.layers(r.best.arch)
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("tflite", marks=pytest.mark.slow), "coreml"])  # tflite: about 10 s
+def test_export_to_tflite_and_coreml(fmt, tiny, tmp_path, capsys) -> None:
+    """`export --format` writes a file of the seeded subnet: the TFLite one computes what torch does,
+    the Core ML one has its structure (it runs only on macOS)."""
+    from latencykit.export import seeded_network
+    from latencykit.exporters import TFLITE_TOLERANCE, check_coreml, check_tflite
+
+    arch = tmp_path / "a.json"
+    arch.write_text(tiny.smallest().to_json())
+    code, out, err = cli(capsys, "export", str(arch), "-s", TINY, "--format", fmt, "--json")
+    assert code == 0, err
+    written = Path(json.loads(out)["path"])
+    module, inputs = seeded_network(tiny.layers(tiny.smallest()))
+    if fmt == "tflite":
+        assert written == tmp_path / "a.tflite"
+        assert check_tflite(written, module, inputs) <= TFLITE_TOLERANCE
+    else:
+        assert written == tmp_path / "a.mlpackage"
+        info = check_coreml(written, module, inputs)
+        assert len(info["inputs"]) == 1 and len(info["outputs"]) == 1
+
+
+def test_search_with_a_supernet_checkpoint_scores_by_its_accuracy(tmp_path, capsys) -> None:
+    """`train` a supernet for one step on a 20-image folder, then `search --checkpoint`: the signal is the
+    subnet's validation accuracy with inherited weights, and the reported score is the chosen subnet's."""
+    from PIL import Image
+
+    from latencykit.nas.proxies import SupernetAccuracy
+    from latencykit.space import load_space
+    from test_nas_supernet import TINY as HYBRID
+
+    space_file = tmp_path / "hybrid.json"
+    space_file.write_text(json.dumps(HYBRID))
+    space = load_space(str(space_file))
+    rng = np.random.default_rng(0)
+    for c in ("dark", "light"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(10):
+            pixels = rng.integers(0, 120, (8, 8, 3)) + (120 if c == "light" else 0)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "data" / c / f"{i}.png")
+    code, _, err = cli(capsys, "train", "--space", str(space_file), "--data", str(tmp_path / "data"),
+                       "--out", str(tmp_path / "run"), "--max-steps", "1", "--batch", "8", "--resolution", "16")
+    assert code == 0, err
+    synthetic_table(space)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    code, out, err = cli(capsys, "search", "-s", str(space_file), "-d", "host", "--checkpoint", str(checkpoint),
+                         "--method", "random", "--population", "3", "--generations", "0", "--coarse-samples", "50",
+                         "--no-measure", "--no-cache", "--threads", "1", "--out", str(tmp_path / "out"), "--json")
+    assert code == 0, err
+    result = json.loads(out)[0]
+    assert result["signal"] == "supernet" and result["signal_kind"] == "accuracy"
+    assert result["accuracy_evaluations"] == 3
+    best = space.validate(Arch.from_dict(result["best"]["arch"]))
+    assert result["best"]["score"] == pytest.approx(SupernetAccuracy(space, str(checkpoint)).score(best))
