@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from latencykit.arch import Arch, StageArch
-from latencykit.cli import app
+from latencykit.cli import app, main
 from latencykit.elasticvit import arch_from_tuple
 from latencykit.errors import TableError
 from latencykit.lut.importers import FILLERS, import_table, write_import
@@ -145,14 +145,17 @@ def test_random_subnets_fully_covered(space, imported) -> None:
     ('{"firstconv_128_3_16_2_3": -0.5}', "expected a positive number of ms"),
     ('{"firstconv_128_3_16_2_3": "fast"}', "expected a positive number of ms"),
 ])
-def test_malformed_or_foreign_file_is_rejected(space, tmp_path: Path, content: str, message: str) -> None:
+def test_malformed_or_foreign_file_is_rejected(space, tmp_path: Path, content: str, message: str, capsys) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(content)
     with pytest.raises(TableError, match=message):
         import_table("nn-meter", bad, "pixel4", space)
-    result = CliRunner().invoke(app, ["lut", "import", "nn-meter", str(bad), "--device", "pixel4",
-                                      "--space", "elasticvit"])
-    assert result.exit_code != 0 and not default_path("pixel4", "elasticvit").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["lut", "import", "nn-meter", str(bad), "--device", "pixel4", "--space", "elasticvit"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+    assert message in err and "Traceback" not in err
+    assert not default_path("pixel4", "elasticvit").exists()
 
 
 def test_cli_one_line_error(tmp_path: Path) -> None:

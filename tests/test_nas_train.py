@@ -116,12 +116,19 @@ def test_interrupted_run_resumes_to_the_same_weights(space_file, few_digits, tmp
     assert (tmp_path / "b" / "accuracy.png").stat().st_size > 1000
 
 
-def test_sandwich_with_a_teacher_checkpoint_trains(space_file, few_digits, tmp_path):
+def test_sandwich_with_a_teacher_checkpoint_learns_from_it(space_file, few_digits, tmp_path):
+    """One step from the same seed without a teacher, with soft and with hard distillation: the
+    teacher's outputs enter the loss, so each run ends with different weights."""
     train_supernet(config(space_file, tmp_path / "teacher", max_steps=1), dataset=few_digits)
-    for mode in ("soft", "hard"):
-        net, s = train_supernet(config(space_file, tmp_path / mode, sampler="sandwich", max_steps=1,
-                            teacher=str(tmp_path / "teacher" / "checkpoint.pt"), distill=mode), dataset=few_digits)
+    weights = {}
+    for mode in (None, "soft", "hard"):
+        teacher = str(tmp_path / "teacher" / "checkpoint.pt") if mode else None
+        net, s = train_supernet(config(space_file, tmp_path / str(mode), sampler="sandwich", max_steps=1,
+                                       teacher=teacher, distill=mode or "soft"), dataset=few_digits)
         assert s["steps"] == 1
+        weights[mode] = {k: v.clone() for k, v in net.state_dict().items() if v.is_floating_point()}
+    for a, b in [(None, "soft"), (None, "hard"), ("soft", "hard")]:
+        assert any(not torch.equal(weights[a][k], weights[b][k]) for k in weights[a]), (a, b)
 
 
 def test_clear_errors(space_file, few_digits, tmp_path):

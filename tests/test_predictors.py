@@ -58,7 +58,9 @@ def test_references_cover_every_removable_layer(tiny) -> None:
     assert {l for l in tiny.distinct_layers() if removable(l)} <= covered
 
 
-def test_removal_entries_add_up_to_the_reference_models(tables, tiny) -> None:
+def test_removal_table_reproduces_its_references(tables, tiny) -> None:
+    """On the real runtime: which layers get removal entries, and the removal predictor's overheads.
+    That the entries are the real latency drops is checked exactly in test_scripted_tables."""
     _, rem, _ = tables
     table = rem.table
     assert table.meta.mode == "removal"
@@ -69,8 +71,6 @@ def test_removal_entries_add_up_to_the_reference_models(tables, tiny) -> None:
     refs = table.meta.provenance["references"]
     for ref in refs:
         arch = Arch.from_dict(ref["arch"])
-        entries = sum(table.latency(l) for l in tiny.layers(arch))
-        assert entries + ref["overhead_ms"] == pytest.approx(ref["measured_ms"])
         assert pred.predict(arch) == pytest.approx(ref["measured_ms"])  # the table reproduces its references
     # the shared (median) overhead is a small part of a reference's latency: the entries carry the cost
     assert abs(pred.overhead_ms) < 0.5 * np.median([r["measured_ms"] for r in refs])

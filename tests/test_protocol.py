@@ -1,0 +1,102 @@
+"""The drift-corrected measurement protocol against a scripted device whose costs and speed are known."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from latencykit.lut.protocol import REF_KEY, Journal, Protocol, measure_models
+
+from scripted_device import ScriptedDevice
+
+REF = Path("/models/reference.onnx")  # never opened: the scripted device maps paths to costs
+COSTS = {"a": 1.0, "b": 2.0, "c": 5.0}
+MODELS = {k: Path(f"/models/{k}.onnx") for k in COSTS}
+REF_MS = 4.0
+# two reference measurements per round (first and last), as every round has fewer than ref_every models
+PROTOCOL = Protocol(rounds=7, warmup_runs=1, min_runs=2, max_runs=50, burst_ms=8.0, ref_every=20,
+                    cv_threshold=0.05, extra_rounds=3)
+
+
+def device(**script) -> ScriptedDevice:
+    return ScriptedDevice({**{MODELS[k]: ms for k, ms in COSTS.items()}, REF: REF_MS}, REF, **script)
+
+
+@pytest.mark.parametrize("drift_from, scale", [(5, 1.0), (3, 1.4)])
+def test_drift_factor_is_divided_out(drift_from: int, scale: float, tmp_path: Path) -> None:
+    """The device runs 40% slower from round `drift_from` on; every corrected round then equals the
+    others exactly, on the scale of the reference block's median (1.4x when most rounds drifted)."""
+    dev = device(drift=lambda r: 1.4 if r >= drift_from else 1.0)
+    journal = Journal(tmp_path / "j", {"test": 1})
+    stats = measure_models(dev, MODELS, REF, PROTOCOL, journal)
+    for k, ms in COSTS.items():
+        s = stats[k]
+        assert s.latency_ms == pytest.approx(ms * scale, rel=1e-12)
+        assert s.q1_ms == pytest.approx(ms * scale, rel=1e-12) and s.q3_ms == pytest.approx(ms * scale, rel=1e-12)
+        assert s.cv == pytest.approx(0.0, abs=1e-12)
+        assert s.ratio == pytest.approx(ms / REF_MS, rel=1e-12)
+        assert s.runs == PROTOCOL.rounds
+        # the raw figures kept in the journal carry the drift
+        raw = [r["raw"][k] for r in journal.rounds if r.get("phase") == "base"]
+        assert raw == pytest.approx([ms * (1.4 if i >= drift_from else 1.0) for i in range(PROTOCOL.rounds)])
+    assert stats[REF_KEY].latency_ms == pytest.approx(REF_MS * scale)
+    # no entry varies once corrected, so none gets extra rounds
+    assert dev.timed == {**{m: PROTOCOL.rounds for m in MODELS.values()}, REF: 2 * PROTOCOL.rounds}
+
+
+def test_only_the_noisy_entry_gets_extra_rounds() -> None:
+    """`b` varies by +-15% from run to run (CV about 0.13, above 0.05): it alone is measured again."""
+    factors = [1.0, 1.15, 0.85, 1.0, 1.3]
+    dev = device(noise={MODELS["b"]: factors})
+    stats = measure_models(dev, MODELS, REF, PROTOCOL)
+    rounds, extra = PROTOCOL.rounds, PROTOCOL.extra_rounds
+    assert dev.timed == {MODELS["a"]: rounds, MODELS["b"]: rounds + extra, MODELS["c"]: rounds,
+                         REF: 2 * (rounds + extra)}
+    b = [2.0 * factors[i % len(factors)] for i in range(rounds + extra)]
+    assert stats["b"].runs == rounds + extra
+    assert stats["b"].latency_ms == pytest.approx(sorted(b)[len(b) // 2 - 1] / 2 + sorted(b)[len(b) // 2] / 2)
+    mean = sum(b) / len(b)
+    assert stats["b"].cv == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in b) / len(b)) / mean)
+    assert stats["a"].runs == stats["c"].runs == rounds and stats["a"].latency_ms == pytest.approx(1.0)
+
+
+def test_slow_warmup_sets_the_burst_but_not_the_figures() -> None:
+    """The first run after loading is 4x slower: the burst size is chosen from it (about burst_ms of
+    runs), and it never enters the statistics."""
+    protocol = replace(PROTOCOL, burst_ms=40.0)
+    dev = device(warmup_factor=4.0)
+    stats = measure_models(dev, MODELS, REF, protocol)
+    for k, ms in COSTS.items():
+        assert stats[k].latency_ms == pytest.approx(ms) and stats[k].cv == pytest.approx(0.0, abs=1e-12)
+    # 40 ms of runs at the warm-up's 4, 8, 20 and 16 ms
+    assert [dev.runs[m] for m in [*MODELS.values(), REF]] == [{10}, {5}, {2}, {3}]
+
+
+def test_interrupted_measurement_resumes_from_its_journal(tmp_path: Path) -> None:
+    """Stopped in round 3, the journal keeps rounds 0-2; a later session (the device now 1.5x slower
+    throughout) measures only the 4 missing rounds, and drift correction joins both sessions."""
+    path = tmp_path / "j"
+    first = device(stop_in_round=3)
+    with pytest.raises(KeyboardInterrupt):
+        measure_models(first, MODELS, REF, PROTOCOL, Journal(path, {"test": 1}))
+    journal = Journal(path, {"test": 1})
+    assert [r["phase"] for r in journal.rounds] == ["base"] * 3
+    later = device(drift=lambda r: 1.5)
+    stats = measure_models(later, MODELS, REF, PROTOCOL, journal)
+    assert later.timed == {**{m: 4 for m in MODELS.values()}, REF: 8}
+    raw = [r["raw"]["c"] for r in journal.rounds if r.get("phase") == "base"]
+    assert raw == pytest.approx([5.0] * 3 + [7.5] * 4)
+    for k, ms in COSTS.items():
+        assert stats[k].runs == 7 and stats[k].cv == pytest.approx(0.0, abs=1e-12)
+        assert stats[k].latency_ms == pytest.approx(ms * 1.5)  # 8 of the 14 reference figures are from the later session
+    # finished: another call reads the answer from the journal and measures nothing
+    again = device()
+    assert measure_models(again, MODELS, REF, PROTOCOL, Journal(path, {"test": 1})) == stats
+    assert not again.timed and not again.opened
+    # a journal written under other settings is not resumed
+    fresh = device()
+    measure_models(fresh, MODELS, REF, PROTOCOL, Journal(path, {"test": 2}))
+    assert fresh.timed[MODELS["a"]] == PROTOCOL.rounds
