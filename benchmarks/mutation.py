@@ -1,0 +1,177 @@
+"""Mutation check: do the tests notice when the code is broken? (issue 17)
+
+For each module, every mutation site found in its syntax tree is changed one at a time: comparison
+operators (< <=, > >=, == !=, in / not in, is / is not), arithmetic operators (+ -, * /, // *, ** *),
+`and` / `or`, a removed `not`, numeric constants (n -> n + 1, 0.5 -> 0.75), True / False, and each
+`if` / `while` condition negated. The module's tests run against each mutant (`pytest -x`, stopped
+after `--timeout` seconds, a timeout counts as killed); a mutant they pass survives. Docstrings,
+type annotations and logging-only lines are not mutated. Run it from a scratch checkout: it rewrites
+the module files while it runs and restores them after each mutant.
+
+Run: python benchmarks/mutation.py [--module PATH=TEST[,TEST...]]... [--timeout 120]
+Writes benchmarks/results/mutation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+MODULES = {
+    "latencykit/lut/protocol.py": ["tests/test_protocol.py", "tests/test_scripted_tables.py", "tests/test_profile.py"],
+    "latencykit/lut/validate.py": ["tests/test_scripted_tables.py", "tests/test_profile.py", "tests/test_validate.py"],
+    "latencykit/lut/predictors.py": ["tests/test_predictors.py", "tests/test_scripted_tables.py",
+                                     "tests/test_calibration.py", "tests/test_cli_paths.py"],
+    "latencykit/nas/search.py": ["tests/test_search.py"],
+}
+SWAPS: dict[type, type] = {
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is,
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
+    ast.Pow: ast.Mult, ast.Mod: ast.FloorDiv, ast.And: ast.Or, ast.Or: ast.And,
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    line: int
+    what: str
+    source: str
+
+
+def _annotation_nodes(tree: ast.AST) -> set[int]:
+    """Ids of nodes inside annotations and docstrings: changing them changes nothing that runs."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        parts = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            parts = [node.returns, *(a.annotation for a in node.args.args + node.args.kwonlyargs)]
+        elif isinstance(node, ast.AnnAssign):
+            parts = [node.annotation]
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body and isinstance(
+                node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+            parts.append(node.body[0])
+        for part in parts:
+            if part is not None:
+                skip.update(id(n) for n in ast.walk(part))
+    return skip
+
+
+def _sites(tree: ast.AST) -> list[tuple[ast.AST, str, int | None]]:
+    """Every mutation site, in ast.walk order (the same order for every parse of the same source)."""
+    skip = _annotation_nodes(tree)
+    sites: list[tuple[ast.AST, str, int | None]] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Compare):
+            sites += [(node, "ops", i) for i, op in enumerate(node.ops) if type(op) in SWAPS]
+        elif isinstance(node, (ast.BinOp, ast.AugAssign)) and type(node.op) in SWAPS or isinstance(node, ast.BoolOp):
+            sites.append((node, "op", None))
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            sites.append((node, "not", None))
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
+            sites.append((node, "const", None))
+        elif isinstance(node, (ast.If, ast.While, ast.IfExp)):
+            sites.append((node, "negate", None))
+    return sites
+
+
+def mutants(source: str) -> list[Mutant]:
+    """One mutant per site: a fresh parse, that site changed, unparsed."""
+    out = []
+    for k in range(len(_sites(ast.parse(source)))):
+        tree = ast.parse(source)
+        node, kind, i = _sites(tree)[k]
+        what = _mutate(node, kind, i)
+        out.append(Mutant(node.lineno, what, ast.unparse(tree)))
+    return out
+
+
+def _mutate(node: ast.AST, kind: str, i: int | None) -> str:
+    if kind == "ops":
+        old = node.ops[i]
+        node.ops[i] = SWAPS[type(old)]()
+        return f"{type(old).__name__} -> {type(node.ops[i]).__name__}"
+    if kind == "op":
+        old = node.op
+        node.op = SWAPS[type(old)]()
+        return f"{type(old).__name__} -> {type(node.op).__name__}"
+    if kind == "not":
+        node.op = ast.UAdd()  # `+x` keeps x's truth: the `not` is gone
+        return "not removed"
+    if kind == "const":
+        old = node.value
+        node.value = (not old) if isinstance(old, bool) else (old + 1 if isinstance(old, int) else old * 1.5 or 1.0)
+        return f"{old!r} -> {node.value!r}"
+    node.test = ast.UnaryOp(ast.Not(), node.test)
+    return f"{type(node).__name__} condition negated"
+
+
+def run_tests(tests: list[str], timeout: float) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *tests]
+    try:
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "killed (timeout)"
+    return "survived" if r.returncode == 0 else "killed"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--module", action="append", default=None,
+                    help="PATH=TEST[,TEST...] (repeatable); default: the four modules of issue 17")
+    ap.add_argument("--timeout", type=float, default=120)
+    args = ap.parse_args()
+    modules = dict(m.split("=", 1) for m in args.module) if args.module else None
+    modules = {p: t.split(",") for p, t in modules.items()} if modules else MODULES
+    start = time.perf_counter()
+    summary, survivors = [], []
+    for path, tests in modules.items():
+        tests = [t for t in tests if (ROOT / t).exists()]
+        file = ROOT / path
+        original = file.read_text()
+        found = mutants(original)
+        killed = 0
+        try:
+            file.write_text(ast.unparse(ast.parse(original)) + "\n")
+            if run_tests(tests, args.timeout) != "survived":
+                raise SystemExit(f"the tests fail on unmutated {path} (as unparsed): fix that first")
+            for k, m in enumerate(found):
+                file.write_text(m.source + "\n")
+                verdict = run_tests(tests, args.timeout)
+                killed += verdict != "survived"
+                if verdict == "survived":
+                    survivors.append((path, m))
+                print(f"{path} {k + 1}/{len(found)} line {m.line}: {m.what}: {verdict}", flush=True)
+        finally:
+            file.write_text(original)
+        summary.append((path, tests, len(found), killed))
+    command = "python benchmarks/mutation.py" + "".join(
+        f" --module {p}={','.join(t)}" for p, t in modules.items()) * bool(args.module)
+    lines = ["# Mutation check", "", f"Command: `{command}` ({time.perf_counter() - start:.0f} s)", "",
+             "Each mutant is one change at one site (see the script's docstring); `killed`: the module's tests "
+             "failed or timed out on it."]
+    lines += ["", "| module | tests run | mutants | killed | survived | survived % |", "|---|---|---|---|---|---|"]
+    for path, tests, n, killed in summary:
+        lines.append(f"| {path} | {', '.join(Path(t).name for t in tests)} | {n} | {killed} | {n - killed} | "
+                     f"{100 * (n - killed) / max(n, 1):.1f}% |")
+    lines += ["", "## Surviving mutants", "", "| module | line | mutation |", "|---|---|---|"]
+    lines += [f"| {p} | {m.line} | {m.what} |" for p, m in survivors]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "mutation.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
