@@ -2,8 +2,9 @@
 
 For each module, every mutation site found in its syntax tree is changed one at a time: comparison
 operators (< <=, > >=, == !=, in / not in, is / is not), arithmetic operators (+ -, * /, // *, ** *),
-`and` / `or`, a removed `not`, numeric constants (n -> n + 1, 0.5 -> 0.75), True / False, and each
-`if` / `while` condition negated. The module's tests run against each mutant (`pytest -x`, stopped
+`and` / `or`, a removed `not`, numeric constants in function bodies (n -> n + 1, 0.5 -> 0.75,
+True / False), and each `if` / `while` condition negated. Settings (module constants, dataclass
+defaults, default arguments) are tuning, not logic: they are not mutated. The module's tests run against each mutant (`pytest -x`, stopped
 after `--timeout` seconds, a timeout counts as killed); a mutant they pass survives. Docstrings,
 type annotations and logging-only lines are not mutated. Run it from a scratch checkout: it rewrites
 the module files while it runs and restores them after each mutant.
@@ -68,6 +69,8 @@ def _annotation_nodes(tree: ast.AST) -> set[int]:
 def _sites(tree: ast.AST) -> list[tuple[ast.AST, str, int | None]]:
     """Every mutation site, in ast.walk order (the same order for every parse of the same source)."""
     skip = _annotation_nodes(tree)
+    logic = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for stmt in f.body for n in ast.walk(stmt)}
     sites: list[tuple[ast.AST, str, int | None]] = []
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -78,7 +81,7 @@ def _sites(tree: ast.AST) -> list[tuple[ast.AST, str, int | None]]:
             sites.append((node, "op", None))
         elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             sites.append((node, "not", None))
-        elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool):
+        elif isinstance(node, ast.Constant) and type(node.value) in (int, float, bool) and id(node) in logic:
             sites.append((node, "const", None))
         elif isinstance(node, (ast.If, ast.While, ast.IfExp)):
             sites.append((node, "negate", None))
