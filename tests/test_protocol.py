@@ -100,3 +100,36 @@ def test_interrupted_measurement_resumes_from_its_journal(tmp_path: Path) -> Non
     fresh = device()
     measure_models(fresh, MODELS, REF, PROTOCOL, Journal(path, {"test": 2}))
     assert fresh.timed[MODELS["a"]] == PROTOCOL.rounds
+
+
+def test_progress_counts_every_measurement_once() -> None:
+    """The progress callback ends at done == total: every base round of every model, then the extra
+    rounds of the noisy one, announced before they run."""
+    calls: list[tuple[int, int]] = []
+    measure_models(device(noise={MODELS["b"]: [1.0, 1.3, 0.7]}), MODELS, REF, PROTOCOL,
+                   progress=lambda done, total: calls.append((done, total)))
+    base = PROTOCOL.rounds * len(MODELS)
+    assert [d for d, _ in calls] == list(range(1, base + PROTOCOL.extra_rounds + 1))
+    assert {t for d, t in calls if d <= base} == {base}
+    assert calls[-1] == (base + PROTOCOL.extra_rounds, base + PROTOCOL.extra_rounds)
+
+
+@pytest.mark.parametrize("bad", [
+    {"phase": "base", "raw": {"a": -1.0}, "ref": [4.0]},           # a negative time
+    {"phase": "base", "raw": {"a": float("nan")}, "ref": [4.0]},   # not finite
+    {"phase": "base", "raw": {"a": True}, "ref": [4.0]},           # not a number
+    {"phase": "base", "raw": {"a": 1.0}, "ref": []},               # no reference measurement
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [-4.0]},           # a negative reference
+    {"phase": "base", "raw": [1.0], "ref": [4.0]},                 # raw is not a mapping
+    {"phase": "warmup", "raw": {"a": 1.0}, "ref": [4.0]},          # an unknown phase
+    {"phase": "done", "extra": 1},                                # an end mark with more in it
+])
+def test_a_damaged_journal_round_and_everything_after_it_are_dropped(bad: dict, tmp_path: Path) -> None:
+    """A journal is data from disk: a round that is not finite, non-negative times with a reference is
+    dropped on load with every line after it, and only the rounds before it are resumed."""
+    import json
+
+    good = {"phase": "base", "raw": {"a": 1.0, "b": 0.0}, "ref": [4.0, 4.0]}
+    path = tmp_path / "j"
+    path.write_text("".join(json.dumps(x) + "\n" for x in [{"test": 1}, good, bad, good]))
+    assert Journal(path, {"test": 1}).rounds == [good]
