@@ -1,7 +1,7 @@
 """Calibrating a table on whole subnets: which subnets to measure, and how to fit per-group coefficients.
 
 A table's entries are measured layer by layer; inside a network layers cost a little more or less
-(cache state, fused kernels, memory layout: benchmarks/results/bias.md). A few whole subnets measured
+(cache state, fused kernels, memory layout: benchmarks/results/composition.md). A few whole subnets measured
 in the same rounds as the table fit one coefficient per layer group and an intercept:
 
     measured = intercept + sum_g c_g * (table entries of group g)
@@ -32,9 +32,9 @@ def select_calibration(space: SearchSpace, n: int, seed: int = 0, pool: int = 40
     """`n` distinct subnets spread like the ones a user asks about: among `pool * n` seeded random
     subnets, the one at each of `n` evenly spaced FLOPs quantiles, in increasing FLOPs.
 
-    Random subnets, not the space's corners: the smallest subnet sits 5-11% off the line random
-    subnets follow (autovit-xxs, autovit-s on host), and with that leverage a fit that included the
-    smallest and largest predicted random subnets about 1% low."""
+    Random subnets, not the space's corners: the smallest subnet sits well off the line random
+    subnets follow, and with that leverage a fit that included the smallest and largest subnets
+    predicted random subnets low."""
     if n <= 0:
         return []
     rng = np.random.default_rng(seed)
