@@ -26,7 +26,7 @@ from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol, export_call, export_reference
 from latencykit.lut.removal import choose_references, profile_removal, removable
 from latencykit.lut.table import load_table
-from latencykit.lut.validate import evaluate, measure_archs, sample_archs
+from latencykit.lut.validate import ANCHORS, evaluate, measure_archs, sample_archs
 from latencykit.space import SearchSpace, load_space
 
 from scripted_device import ScriptedDevice
@@ -144,7 +144,11 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) ->
     archs = sample_archs(mini, 6, seed=3)
     dev = device(costs, drift=lambda r: 1.25 * (1.3 if r % QUICK.rounds == 2 else 1.0))
     dev.costs.update({export_network(mini.layers(a), cache, "onnx"): network_ms(mini.layers(a)) for a in archs})
-    m = measure_archs(mini, dev, archs, isolated, QUICK, cache)
+    calls: list[tuple[int, int]] = []
+    m = measure_archs(mini, dev, archs, isolated, QUICK, cache, progress=lambda d, t: calls.append((d, t)))
+    # the progress bar: one step per measurement over both passes, the total known from the start
+    per_pass = QUICK.rounds * (len(archs) + min(ANCHORS, CALIBRATE))
+    assert calls == [(d, 2 * per_pass) for d in range(1, 2 * per_pass + 1)]
     measured = [network_ms(mini.layers(a)) for a in archs]
     assert m.measured == pytest.approx(measured, rel=1e-12)
     assert m.first == pytest.approx(m.second, rel=1e-12)
