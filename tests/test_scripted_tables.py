@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pytest
 
 from latencykit.arch import Arch
@@ -25,7 +26,7 @@ from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol, export_call, export_reference
 from latencykit.lut.removal import choose_references, profile_removal, removable
 from latencykit.lut.table import load_table
-from latencykit.lut.validate import evaluate, measure_archs, sample_archs
+from latencykit.lut.validate import ANCHORS, evaluate, measure_archs, sample_archs
 from latencykit.space import SearchSpace, load_space
 
 from scripted_device import ScriptedDevice
@@ -143,7 +144,11 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) ->
     archs = sample_archs(mini, 6, seed=3)
     dev = device(costs, drift=lambda r: 1.25 * (1.3 if r % QUICK.rounds == 2 else 1.0))
     dev.costs.update({export_network(mini.layers(a), cache, "onnx"): network_ms(mini.layers(a)) for a in archs})
-    m = measure_archs(mini, dev, archs, isolated, QUICK, cache)
+    calls: list[tuple[int, int]] = []
+    m = measure_archs(mini, dev, archs, isolated, QUICK, cache, progress=lambda d, t: calls.append((d, t)))
+    # the progress bar: one step per measurement over both passes, the total known from the start
+    per_pass = QUICK.rounds * (len(archs) + min(ANCHORS, CALIBRATE))
+    assert calls == [(d, 2 * per_pass) for d in range(1, 2 * per_pass + 1)]
     measured = [network_ms(mini.layers(a)) for a in archs]
     assert m.measured == pytest.approx(measured, rel=1e-12)
     assert m.first == pytest.approx(m.second, rel=1e-12)
@@ -161,6 +166,36 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) ->
     assert v.metrics.within_10_pct == pytest.approx(100 * sum(abs(p / t - 1) <= 0.10 for p, t in pairs) / 6)
     assert v.metrics.kendall_tau == pytest.approx(_kendall_tau(predicted, measured))
     assert v.noise_floor.rmse_ms == pytest.approx(0.0, abs=1e-9) and v.noise_floor.within_5_pct == 100.0
+    check_scatter_figure(v, predicted, measured)
+
+
+def check_scatter_figure(v, predicted: list[float], measured: list[float]) -> None:
+    """The plot shows what its labels say: every subnet at (measured, predicted), the y = x line,
+    a band from 0.9x to 1.1x, both axes over all points with 10% to spare, the figures in the title."""
+    import matplotlib.pyplot as plt
+
+    from latencykit.lut.validate import scatter_figure
+
+    fig = scatter_figure(v)
+    try:
+        ax = fig.axes[0]
+        points = ax.collections[-1].get_offsets()
+        assert np.allclose(points, np.column_stack([measured, predicted]))
+        lo, hi = min(predicted + measured) * 0.9, max(predicted + measured) * 1.1
+        assert ax.get_xlim() == pytest.approx((lo, hi)) and ax.get_ylim() == pytest.approx((lo, hi))
+        line = ax.lines[0].get_xydata()
+        assert np.allclose(line[:, 0], line[:, 1]) and line[0, 0] == pytest.approx(lo) and line[-1, 0] == pytest.approx(hi)
+        band = ax.collections[0].get_paths()[0].vertices
+        xs = np.linspace(lo, hi, 50)
+        for x in (lo, (lo + hi) / 2, hi):  # the band's edges at three places: 0.9x and 1.1x
+            at = band[np.isclose(band[:, 0], xs[np.argmin(np.abs(xs - x))])][:, 1]
+            assert at.min() == pytest.approx(0.9 * xs[np.argmin(np.abs(xs - x))])
+            assert at.max() == pytest.approx(1.1 * xs[np.argmin(np.abs(xs - x))])
+        title = ax.get_title()
+        assert f"{v.metrics.within_10_pct:.0f}% within ±10%" in title and f"RMSPE {v.metrics.rmspe_pct:.1f}%" in title
+        assert v.predictor in ax.get_ylabel() and f"{v.metrics.n} subnets" in [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        plt.close(fig)
 
 
 def test_removal_profile_through_the_cli_stops_on_ctrl_c_and_resumes(mini, costs, monkeypatch, capsys) -> None:

@@ -176,8 +176,9 @@ def evaluate(name: str, predict: Callable[[Sequence[Arch]], np.ndarray], m: Meas
                       Metrics.compare(m.second, m.first), predicted, m)
 
 
-def scatter_plot(v: Validation, path: Path) -> Path:
-    """Predicted against measured latency, with the y = x line and a ±10% band."""
+def scatter_figure(v: Validation):
+    """Predicted against measured latency, with the y = x line and a ±10% band (a matplotlib Figure;
+    close it with plt.close)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,6 +199,14 @@ def scatter_plot(v: Validation, path: Path) -> Path:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     fig.tight_layout()
+    return fig
+
+
+def scatter_plot(v: Validation, path: Path) -> Path:
+    """`scatter_figure` written as a PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = scatter_figure(v)
     try:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
