@@ -133,3 +133,46 @@ def test_a_damaged_journal_round_and_everything_after_it_are_dropped(bad: dict, 
     path = tmp_path / "j"
     path.write_text("".join(json.dumps(x) + "\n" for x in [{"test": 1}, good, bad, good]))
     assert Journal(path, {"test": 1}).rounds == [good]
+
+
+def test_burst_sizes_for_fast_and_free_models() -> None:
+    """A 0.5 ms model gets burst_ms / 0.5 runs; a model that costs nothing measurable (0 ms) gets
+    min_runs, not a division by zero; the reference block's own ratio is exactly 1."""
+    costs = {MODELS["a"]: 0.5, MODELS["b"]: 0.0, REF: REF_MS}
+    dev = ScriptedDevice(costs, REF)
+    stats = measure_models(dev, {k: MODELS[k] for k in ("a", "b")}, REF, PROTOCOL)
+    assert dev.runs[MODELS["a"]] == {16} and dev.runs[MODELS["b"]] == {PROTOCOL.min_runs} and dev.runs[REF] == {2}
+    assert stats["a"].latency_ms == pytest.approx(0.5) and stats["b"].latency_ms == 0.0 and stats["b"].cv == 0.0
+    assert stats[REF_KEY].ratio == 1.0 and stats[REF_KEY].latency_ms == REF_MS
+
+
+def test_one_round_has_no_spread() -> None:
+    """With a single round there is no coefficient of variation to report (NaN, not 0), so nothing
+    is taken for a steady entry."""
+    stats = measure_models(device(), MODELS, REF, replace(PROTOCOL, rounds=1, extra_rounds=0))
+    assert all(math.isnan(stats[k].cv) for k in COSTS) and stats["a"].runs == 1
+    two = measure_models(device(), MODELS, REF, replace(PROTOCOL, rounds=2, extra_rounds=0))
+    assert all(two[k].cv == 0.0 for k in COSTS) and two["a"].runs == 2
+
+
+def test_a_run_stopped_after_its_extra_rounds_measures_nothing_more(tmp_path: Path) -> None:
+    """Every base and extra round is in the journal but the end mark is not (stopped just before it):
+    the next call measures nothing and gives the same figures."""
+    path = tmp_path / "j"
+    noisy = {MODELS["b"]: [1.0, 1.3, 0.7]}
+    full = measure_models(device(noise=noisy), MODELS, REF, PROTOCOL, Journal(path, {"test": 1}))
+    lines = path.read_text().splitlines()
+    assert lines[-1] == '{"phase": "done"}'
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    again = device(noise=noisy)
+    assert measure_models(again, MODELS, REF, PROTOCOL, Journal(path, {"test": 1})) == full
+    assert not again.timed
+
+
+def test_progress_total_grows_by_every_noisy_entry_extra_round() -> None:
+    """Two noisy entries: the total grows by extra_rounds x 2 when their extra rounds are announced."""
+    calls: list[tuple[int, int]] = []
+    noise = {MODELS["b"]: [1.0, 1.3, 0.7], MODELS["c"]: [1.0, 0.7, 1.3]}
+    measure_models(device(noise=noise), MODELS, REF, PROTOCOL, progress=lambda d, t: calls.append((d, t)))
+    end = PROTOCOL.rounds * len(MODELS) + 2 * PROTOCOL.extra_rounds
+    assert calls[-1] == (end, end) and len(calls) == end

@@ -213,7 +213,8 @@ def _statistics(rounds: list[dict], keys: list[str]) -> dict[str, Stats]:
         corrected = np.array([c for c, _ in pairs])
         raw = np.array([r for _, r in pairs])
         q1, med, q3 = np.percentile(corrected, [25, 50, 75])
-        cv = float(corrected.std() / corrected.mean()) if len(corrected) > 1 else float("nan")
+        mean = corrected.mean()
+        cv = float("nan") if len(corrected) < 2 else float(corrected.std() / mean) if mean > 0 else 0.0
         out[k] = Stats(float(med), float(q1), float(q3), cv, len(corrected), float(np.median(raw)),
                        float(med / ref_median))
     out[REF_KEY] = Stats(ref_median, *np.percentile(ref_all, [25, 75]).tolist(),
