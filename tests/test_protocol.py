@@ -48,8 +48,9 @@ def test_drift_factor_is_divided_out(drift_from: int, scale: float, tmp_path: Pa
 
 
 def test_only_the_noisy_entry_gets_extra_rounds() -> None:
-    """`b` varies by +-15% from run to run (CV about 0.13, above 0.05): it alone is measured again."""
-    factors = [1.0, 1.15, 0.85, 1.0, 1.3]
+    """`b` varies by +-15% from run to run (CV about 0.13, above 0.05): it alone is measured again.
+    Its median and quartiles are those of its 10 figures, interpolated linearly."""
+    factors = [1.0, 1.15, 0.85, 1.3, 0.9, 1.2, 0.8, 1.1, 0.95, 1.25]
     dev = device(noise={MODELS["b"]: factors})
     stats = measure_models(dev, MODELS, REF, PROTOCOL)
     rounds, extra = PROTOCOL.rounds, PROTOCOL.extra_rounds
@@ -58,6 +59,15 @@ def test_only_the_noisy_entry_gets_extra_rounds() -> None:
     b = [2.0 * factors[i % len(factors)] for i in range(rounds + extra)]
     assert stats["b"].runs == rounds + extra
     assert stats["b"].latency_ms == pytest.approx(sorted(b)[len(b) // 2 - 1] / 2 + sorted(b)[len(b) // 2] / 2)
+    assert sorted(b)[len(b) // 2 - 1] != sorted(b)[len(b) // 2]  # so a median off by a little would show
+
+    def quantile(q: float) -> float:  # linear interpolation between the order statistics
+        pos = q * (len(b) - 1)
+        lo, frac = int(pos), pos - int(pos)
+        return sorted(b)[lo] * (1 - frac) + sorted(b)[min(lo + 1, len(b) - 1)] * frac
+
+    assert stats["b"].q1_ms == pytest.approx(quantile(0.25)) and stats["b"].q3_ms == pytest.approx(quantile(0.75))
+    assert stats["b"].q1_ms < stats["b"].latency_ms < stats["b"].q3_ms
     mean = sum(b) / len(b)
     assert stats["b"].cv == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in b) / len(b)) / mean)
     assert stats["a"].runs == stats["c"].runs == rounds and stats["a"].latency_ms == pytest.approx(1.0)
@@ -133,6 +143,12 @@ def test_a_damaged_journal_round_and_everything_after_it_are_dropped(bad: dict, 
     path = tmp_path / "j"
     path.write_text("".join(json.dumps(x) + "\n" for x in [{"test": 1}, good, bad, good]))
     assert Journal(path, {"test": 1}).rounds == [good]
+    path.write_text("".join(json.dumps(x) + "\n" for x in [{"test": 1}, bad, good]))  # the first round damaged
+    assert Journal(path, {"test": 1}).rounds == []
+    journal = Journal(path, {"test": 1})
+    journal.remove()
+    journal.remove()  # removing a journal that is gone is fine
+    assert not path.exists()
 
 
 def test_burst_sizes_for_fast_and_free_models() -> None:
@@ -176,3 +192,21 @@ def test_progress_total_grows_by_every_noisy_entry_extra_round() -> None:
     measure_models(device(noise=noise), MODELS, REF, PROTOCOL, progress=lambda d, t: calls.append((d, t)))
     end = PROTOCOL.rounds * len(MODELS) + 2 * PROTOCOL.extra_rounds
     assert calls[-1] == (end, end) and len(calls) == end
+
+
+def test_a_run_stopped_in_its_extra_rounds_finishes_only_those(tmp_path: Path) -> None:
+    """Stopped in the second extra round: the next call measures the noisy entry in the 2 extra rounds
+    left (the base rounds and the first extra one are in the journal), and its progress ends at its total."""
+    path = tmp_path / "j"
+    noisy = {MODELS["b"]: [1.0, 1.3, 0.7]}
+    with pytest.raises(KeyboardInterrupt):
+        measure_models(device(noise=noisy, stop_in_round=PROTOCOL.rounds + 1), MODELS, REF, PROTOCOL,
+                       Journal(path, {"test": 1}))
+    journal = Journal(path, {"test": 1})
+    assert [r["phase"] for r in journal.rounds] == ["base"] * PROTOCOL.rounds + ["extra"]
+    later = device(noise=noisy)
+    calls: list[tuple[int, int]] = []
+    stats = measure_models(later, MODELS, REF, PROTOCOL, journal, progress=lambda d, t: calls.append((d, t)))
+    assert later.timed == {MODELS["b"]: PROTOCOL.extra_rounds - 1, REF: 2 * (PROTOCOL.extra_rounds - 1)}
+    assert calls[-1] == (PROTOCOL.extra_rounds - 1, PROTOCOL.extra_rounds - 1)
+    assert stats["b"].runs == PROTOCOL.rounds + PROTOCOL.extra_rounds
