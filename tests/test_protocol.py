@@ -25,7 +25,7 @@ def device(**script) -> ScriptedDevice:
     return ScriptedDevice({**{MODELS[k]: ms for k, ms in COSTS.items()}, REF: REF_MS}, REF, **script)
 
 
-@pytest.mark.parametrize("drift_from, scale", [(5, 1.0), (3, 1.4)])
+@pytest.mark.parametrize("drift_from, scale", [(5, 1.0), (3, 1.4), (2, 1.4)])
 def test_drift_factor_is_divided_out(drift_from: int, scale: float, tmp_path: Path) -> None:
     """The device runs 40% slower from round `drift_from` on; every corrected round then equals the
     others exactly, on the scale of the reference block's median (1.4x when most rounds drifted)."""
@@ -43,6 +43,13 @@ def test_drift_factor_is_divided_out(drift_from: int, scale: float, tmp_path: Pa
         raw = [r["raw"][k] for r in journal.rounds if r.get("phase") == "base"]
         assert raw == pytest.approx([ms * (1.4 if i >= drift_from else 1.0) for i in range(PROTOCOL.rounds)])
     assert stats[REF_KEY].latency_ms == pytest.approx(REF_MS * scale)
+    # the reference's own figures are raw: two per round, drifted, spread as computed by hand
+    ref = sorted(REF_MS * (1.4 if r >= drift_from else 1.0) for r in range(PROTOCOL.rounds) for _ in range(2))
+    mean = sum(ref) / len(ref)
+    assert stats[REF_KEY].cv == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in ref) / len(ref)) / mean)
+    for q, got in ((0.25, stats[REF_KEY].q1_ms), (0.75, stats[REF_KEY].q3_ms)):
+        pos = q * (len(ref) - 1)
+        assert got == pytest.approx(ref[int(pos)] + (ref[int(pos) + 1] - ref[int(pos)]) * (pos - int(pos)))
     # no entry varies once corrected, so none gets extra rounds
     assert dev.timed == {**{m: PROTOCOL.rounds for m in MODELS.values()}, REF: 2 * PROTOCOL.rounds}
 
@@ -210,3 +217,12 @@ def test_a_run_stopped_in_its_extra_rounds_finishes_only_those(tmp_path: Path) -
     assert later.timed == {MODELS["b"]: PROTOCOL.extra_rounds - 1, REF: 2 * (PROTOCOL.extra_rounds - 1)}
     assert calls[-1] == (PROTOCOL.extra_rounds - 1, PROTOCOL.extra_rounds - 1)
     assert stats["b"].runs == PROTOCOL.rounds + PROTOCOL.extra_rounds
+
+
+def test_a_noisy_sub_millisecond_entry_gets_extra_rounds() -> None:
+    """Fast layers are the noisiest: a 0.4 ms entry varying by +-30% is measured again like any other."""
+    costs = {MODELS["a"]: 0.4, MODELS["b"]: 2.0, REF: REF_MS}
+    dev = ScriptedDevice(costs, REF, noise={MODELS["a"]: [1.0, 1.3, 0.7]})
+    stats = measure_models(dev, {k: MODELS[k] for k in ("a", "b")}, REF, PROTOCOL)
+    assert dev.timed[MODELS["a"]] == PROTOCOL.rounds + PROTOCOL.extra_rounds and dev.timed[MODELS["b"]] == PROTOCOL.rounds
+    assert stats["a"].cv > PROTOCOL.cv_threshold
