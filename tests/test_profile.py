@@ -176,3 +176,18 @@ def test_metrics_equal_hand_computed_values() -> None:
     assert m.within_5_pct == 50.0 and m.within_10_pct == 75.0
     # orders: (1.08, 1.96, 4.0, 4.0) vs (1, 2, 4, 5): 5 concordant pairs, 1 tied in the prediction
     assert m.kendall_tau == pytest.approx(5 / np.sqrt(5 * 6))
+
+
+def test_sample_archs_draws_every_remaining_architecture_and_no_more(tiny) -> None:
+    """All of a small space's architectures but the excluded ones can be drawn, distinct; one more is
+    refused with a message that says why."""
+    from latencykit.errors import LatencykitError
+
+    size = tiny.size()
+    excluded = sample_archs(tiny, 5, seed=1)
+    rest = sample_archs(tiny, size - 5, seed=2, exclude=excluded)
+    assert len(set(rest)) == size - 5 and not set(rest) & set(excluded)
+    with pytest.raises(LatencykitError, match=f"has {size} architectures \\(5 of them excluded\\); cannot draw {size - 4}"):
+        sample_archs(tiny, size - 4, seed=2, exclude=excluded)
+    with pytest.raises(LatencykitError, match=f"has {size} architectures; cannot draw {size + 1}"):
+        sample_archs(tiny, size + 1)
