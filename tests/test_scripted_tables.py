@@ -153,6 +153,8 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) ->
     assert m.measured == pytest.approx(measured, rel=1e-12)
     assert m.first == pytest.approx(m.second, rel=1e-12)
     assert m.scale == f"{CALIBRATE} calibration subnets" and m.reference_ms_now == pytest.approx(1.25 * REF_MS)
+    # through the reference block instead (kept for comparison): the same, as the device slowed uniformly
+    assert m.by_reference == pytest.approx(measured, rel=1e-12)
     v = evaluate("isolated", get_predictor("isolated").fit(mini, isolated).predict_many, m, "scripted", "mini")
     predicted = [sum(layer_ms(s) for s in mini.layers(a)) for a in archs]
     pairs = list(zip(predicted, measured))
@@ -233,3 +235,31 @@ def test_removal_profile_through_the_cli_stops_on_ctrl_c_and_resumes(mini, costs
     for spec in mini.distinct_layers():
         want = CONTEXT * layer_ms(spec) if removable(spec) else layer_ms(spec)
         assert written.latency(spec) == pytest.approx(want, rel=1e-9)
+
+
+def test_measuring_without_a_table_gives_drift_corrected_ms_now(mini, costs) -> None:
+    """No table: whole models come out in ms on the reference block's scale now (the device 25% slower
+    than at profiling, one round drifted 30% more), measured twice."""
+    cache = costs[0]
+    archs = sample_archs(mini, 3, seed=4)
+    dev = device(costs, drift=lambda r: 1.25 * (1.3 if r % QUICK.rounds == 2 else 1.0))
+    dev.costs.update({export_network(mini.layers(a), cache, "onnx"): network_ms(mini.layers(a)) for a in archs})
+    m = measure_archs(mini, dev, archs, None, QUICK, cache)
+    now = [1.25 * network_ms(mini.layers(a)) for a in archs]
+    assert m.scale == "reference block" and m.measured == pytest.approx(now, rel=1e-12)
+    assert m.first == pytest.approx(m.second, rel=1e-12) and m.by_reference == pytest.approx(now, rel=1e-12)
+
+
+def test_a_table_with_no_reference_and_no_calibration_is_refused_before_measuring(mini, costs, isolated) -> None:
+    """An imported table has neither a reference block nor calibration subnets: subnets measured now
+    cannot be put on its scale, so nothing is measured and the error says why."""
+    from dataclasses import replace
+
+    from latencykit.errors import TableError
+    from latencykit.lut.table import LatencyTable
+
+    bare = LatencyTable(replace(isolated.meta, reference={}, calibration={}), isolated.rows.reset_index(drop=True))
+    dev = device(costs)
+    with pytest.raises(TableError, match="has no reference block, so subnets measured now cannot be put on its scale"):
+        measure_archs(mini, dev, sample_archs(mini, 2, seed=5), bare, QUICK, costs[0])
+    assert not dev.timed
