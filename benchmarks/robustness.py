@@ -3,7 +3,7 @@
 A table (with its calibration set, as `profile` builds it by default) is built once per space and
 device. Then each later session is a separate process (one of them with a CPU-bound load running
 beside it) that measures fresh held-out subnets whole, twice (the test-retest noise floor), puts them
-on the table's scale through the reference block (as `validate` does) and scores:
+on the table's scale (as `validate` does, see below) and scores:
 
 - `isolated`: the sum of the table's entries;
 - the default predictor (`auto`): the `calibrated` predictor, fit on the table's own calibration set.
