@@ -61,13 +61,13 @@ def build(folder: Path, configs: list[tuple[str, str]], calibrate: int) -> list[
 def searched(space, predictor, budgets: list[float], seed: int) -> list[tuple[float, object, float, float]]:
     """For each budget: the subnet a latency-bound search (params as the signal, the default margin)
     chooses, its prediction and the margin used; (budget, arch, predicted ms, margin %)."""
-    from latencykit.nas.run import budget_margin_pct
+    from latencykit.nas.run import budget_margin_pct, with_margin
     from latencykit.nas.search import Budget, SearchConfig, search
 
     margin, _ = budget_margin_pct(predictor)
     out = []
     for i, b in enumerate(budgets):
-        r = search(space, lambda a: float(space.params(a)), Budget(latency_ms=b / (1 + margin / 100)),
+        r = search(space, lambda a: float(space.params(a)), with_margin(Budget(latency_ms=b), margin),
                    predictor.predict_genes, SearchConfig(population=16, generations=4, parents=4,
                                                          coarse_samples=4000, seed=seed * 10 + i))
         out.append((b, r.best.arch, r.best.latency_ms, margin))

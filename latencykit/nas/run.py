@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field, replace
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -83,6 +82,13 @@ def budget_margin_pct(predictor, margin: bool = True) -> tuple[float, float | No
     return (MARGIN_Z * err if margin and err else 0.0), err
 
 
+def with_margin(budget: Budget, margin_pct: float) -> Budget:
+    """The budget a search works within so that its choice meets `budget` with `margin_pct` to spare."""
+    if budget.latency_ms is None or not margin_pct:
+        return budget
+    return replace(budget, latency_ms=budget.latency_ms / (1 + margin_pct / 100))
+
+
 def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signal_name: str,
                    config: SearchConfig, out: Path, measure: bool = True, signal_options: dict | None = None,
                    progress: Callable[[str], None] | None = None, predictor: str = "auto", threads: int = 1,
@@ -119,8 +125,7 @@ def search_devices(space: SearchSpace, devices: list[str], budget: Budget, signa
             progress(f"searching {space.name} on {d}")
         latency = predictors[d].predict_genes if d in predictors else None
         margin_pct, err = budget_margin_pct(predictors.get(d), margin)
-        within = budget if budget.latency_ms is None or not margin_pct else replace(
-            budget, latency_ms=budget.latency_ms / (1 + margin_pct / 100))
+        within = with_margin(budget, margin_pct)
         computed, hits = scorer.computed, scorer.hits
         r = search(space, scorer, within, latency, config, d, signal.name, signal.kind)
         r.config["predictor"] = predictors[d].label if d in predictors else None
