@@ -33,6 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bias import machine_line, run_sessions  # noqa: E402
 
+from latencykit.lut.validate import ANCHORS  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_QUANTILES = (0.2, 0.35, 0.5, 0.65, 0.8)
 """Budgets of the latency-bound searches, as quantiles of random subnets' predicted latency."""
@@ -98,22 +100,39 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
         chosen = searched(space, default, budgets, seed)
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        m = measure_archs(space, device, archs + [c[1] for c in chosen], table)
+        # every calibration subnet is measured again; the scores use validate's default anchors (a
+        # subset), the saved readings let a later analysis try others
+        m = measure_archs(space, device, archs + [c[1] for c in chosen], table,
+                          anchors=max(ANCHORS, len(calibration[0]) if calibration else 0))
         n = len(archs)
         held = {name: p.predict_many(archs) for name, p in (("isolated", isolated), (default.label, default))}
-        measured = m.measured[:n]
-        scores = {name: Metrics.compare(p, measured) for name, p in held.items()}
+        first, second = on_scale(m, ANCHORS)
+        measured = (first + second) / 2
+        scores = {name: Metrics.compare(p, measured[:n]) for name, p in held.items()}
         if m.by_reference is not None and m.scale != "reference block":
             scores.update({f"{name}, reference-block scale": Metrics.compare(p, m.by_reference[:n])
                            for name, p in held.items()})
         adherence = [{"budget_ms": b, "predicted_ms": pred, "margin_pct": margin, "measured_ms": float(ms)}
-                     for (b, _, pred, margin), ms in zip(chosen, m.measured[n:])]
+                     for (b, _, pred, margin), ms in zip(chosen, measured[n:])]
         out.append({"space": space_name, "device": device_name, "load": (load + os.getloadavg()[0]) / 2,
                     "seconds": time.perf_counter() - t0, "n": n, "scale": m.scale,
                     "scores": {k: asdict(v) for k, v in scores.items()},
-                    "noise_floor": asdict(Metrics.compare(m.second[:n], m.first[:n])),
-                    "predictor": default.describe(), "adherence": adherence})
+                    "noise_floor": asdict(Metrics.compare(second[:n], first[:n])),
+                    "predictor": default.describe(), "adherence": adherence,
+                    "predicted": {k: v.tolist() for k, v in held.items()}, "measurements": m.to_dict()})
     return out
+
+
+def on_scale(m, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Both passes put on the table's scale through `anchors` of the calibration subnets measured
+    again (chosen as `validate` chooses them), from the readings of all of them."""
+    if m.anchor_now_ms is None:
+        return m.first, m.second
+    k = m.anchor_now_ms.shape[1]
+    pick = np.unique(np.linspace(0, k - 1, min(anchors, k)).round().astype(int))
+    old = np.median(m.anchor_then_ms / m.anchor_now_ms, axis=1)
+    new = np.median(m.anchor_then_ms[pick] / m.anchor_now_ms[:, pick], axis=1)
+    return m.first / old[0] * new[0], m.second / old[1] * new[1]
 
 
 def main() -> None:
@@ -140,6 +159,8 @@ def main() -> None:
     common = ["--tables", str(folder), "--subnets", str(subnets), "--config", *[f"{s}@{d}" for s, d in configs]]
     sessions = run_sessions(Path(__file__).resolve(), common, args.sessions, pinned=set(),
                             load={args.sessions - 1})
+    (folder / "sessions.json").write_text(json.dumps(sessions))
+    print(f"tables and every session's readings: {folder}", file=sys.stderr)
     command = "python benchmarks/robustness.py" + (" --quick" if args.quick else
                                                    f" --sessions {args.sessions} --subnets {subnets}")
     lines = ["# Cross-session robustness of the latency predictors", "",

@@ -67,6 +67,10 @@ class Measurements:
     scale: str = "reference block"
     by_reference: np.ndarray | None = None
     """Both passes' mean put on the table's scale through the reference block, for comparison."""
+    anchor_then_ms: np.ndarray | None = None
+    """The anchors' latencies in the table (when scaled through calibration subnets)."""
+    anchor_now_ms: np.ndarray | None = None
+    """(2, anchors): the anchors measured now, raw ms, in each pass."""
 
     @property
     def measured(self) -> np.ndarray:
@@ -75,7 +79,9 @@ class Measurements:
     def to_dict(self) -> dict:
         return {"archs": [a.to_dict() for a in self.archs], "first_ms": self.first.tolist(),
                 "second_ms": self.second.tolist(), "raw_ms": self.raw_ms.tolist(),
-                "reference_ms_now": self.reference_ms_now, "scale": self.scale}
+                "reference_ms_now": self.reference_ms_now, "scale": self.scale,
+                **({"anchor_then_ms": self.anchor_then_ms.tolist(), "anchor_now_ms": self.anchor_now_ms.tolist()}
+                   if self.anchor_now_ms is not None else {})}
 
 
 @dataclass
@@ -115,20 +121,20 @@ def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Ar
 
 def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable | None,
                   protocol: Protocol = WHOLE_MODEL_PROTOCOL, cache: ExportCache | None = None,
-                  progress: Progress | None = None) -> Measurements:
+                  progress: Progress | None = None, anchors: int = ANCHORS) -> Measurements:
     """Measure whole models twice, on the table's scale: through a few of its calibration subnets
     measured again in the same rounds when it has them, else through the reference block (without a
     table: the reference block measured now, so the figures are plain drift-corrected ms)."""
     require(device)
     cache = cache or default_cache()
     files = {str(i): export_network(space.layers(a), cache, device.format) for i, a in enumerate(archs)}
-    anchors = anchor_set(table, space) if table is not None else None
-    if anchors:
+    chosen = anchor_set(table, space, anchors) if table is not None else None
+    if chosen:
         files.update({f"anchor{j}": export_network(space.layers(a), cache, device.format)
-                      for j, a in enumerate(anchors[0])})
+                      for j, a in enumerate(chosen[0])})
     reference = export_reference(cache, device.format)
     scale = table.meta.reference.get("ms") if table is not None else None
-    if table is not None and not scale and not anchors:
+    if table is not None and not scale and not chosen:
         raise TableError(f"the {table.meta.device} table ({table.meta.mode}) has no reference block, so subnets "
                          "measured now cannot be put on its scale; validate a table latencykit profiled")
     passes = []
@@ -144,10 +150,11 @@ def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], tab
     keys = [str(i) for i in range(len(archs))]
     ref_now = (passes[0][REF_KEY].latency_ms + passes[1][REF_KEY].latency_ms) / 2
     scale = scale or (ref_now if table is None else None)
-    if anchors:
-        then = anchors[1]
-        factors = [float(np.median(then / np.array([p[f"anchor{j}"].latency_ms for j in range(len(then))])))
-                   for p in passes]
+    now = None
+    if chosen:
+        then = chosen[1]
+        now = np.array([[p[f"anchor{j}"].latency_ms for j in range(len(then))] for p in passes])
+        factors = np.median(then / now, axis=1)
         first, second = (np.array([p[k].latency_ms for k in keys]) * f for p, f in zip(passes, factors))
         how = f"{len(then)} calibration subnets"
     else:
@@ -156,7 +163,8 @@ def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], tab
     p0, p1 = passes
     raw = np.array([(p0[k].raw_ms + p1[k].raw_ms) / 2 for k in keys])
     by_reference = np.array([(p0[k].ratio + p1[k].ratio) / 2 for k in keys]) * scale if scale else None
-    return Measurements(list(archs), first, second, raw, ref_now, how, by_reference)
+    return Measurements(list(archs), first, second, raw, ref_now, how, by_reference,
+                        chosen[1] if chosen else None, now)
 
 
 def anchor_set(table: LatencyTable, space: SearchSpace, n: int = ANCHORS) -> tuple[list[Arch], np.ndarray] | None:
