@@ -191,3 +191,26 @@ def test_ten_measurements_of_a_new_device_predict_all_15625_quickly(tmp_path: Pa
     pred = pd.read_csv(tmp_path / "all.s7b.predicted.csv")["predicted_ms"].to_numpy()
     assert len(pred) == 15625 and spearmanr(pred, data["samsung_s7"]).statistic > 0.85
     print(f"import + fit + predict 15625: {seconds:.1f} s")
+
+
+def test_a_measurement_near_zero_is_left_out_of_the_transfer_fit(nb) -> None:
+    """One network optimised away on the device (timed at microseconds) must not decide the fit: with
+    relative-error weights it would, and the predictions would be wrong everywhere else."""
+    from latencykit.lut.transfer import Reference, count_features, design_matrix, fit_transfer
+
+    devices = synthetic_devices(nb)
+    genes, y = devices["target"]
+    names, counts = count_features(nb, genes)
+    design = design_matrix(counts, nb.evaluate(nb.flops_values, genes) / 1e6)
+    refs = [Reference.fit(d, count_features(nb, g)[1], ms) for d, (g, ms) in devices.items() if d != "target"]
+    k = np.arange(10)
+    clean = fit_transfer(design[k], y[k], refs, len(names))
+    broken_y = y[k].copy()
+    broken_y[3] = 0.003
+    fit = fit_transfer(design[k], broken_y, refs, len(names))
+    assert fit.cv["left_out"] == 1 and "1 measured under 10% of the median left out" in fit.cv["method"]
+    assert clean.cv["left_out"] == 0
+    nine = fit_transfer(design[k[k != 3]], y[k[k != 3]], refs, len(names))
+    np.testing.assert_allclose(fit.coef, nine.coef)
+    rho = {name: spearmanr(f.predict(design), y).statistic for name, f in (("clean", clean), ("broken", fit))}
+    assert rho["broken"] > 0.9 and rho["broken"] >= rho["clean"] - 0.02, rho
