@@ -1,8 +1,8 @@
 """Validate a predictor against whole subnets measured with the same drift-corrected protocol.
 
 Subnets measured now are put on the table's scale so a table profiled minutes or days ago is compared
-fairly with models measured now. A table with a calibration set is scaled through a few of its
-calibration subnets, measured again in the same rounds (median of then / now): whole models share a
+fairly with models measured now. A table with a calibration set is scaled through its
+calibration subnets (up to ANCHORS), measured again in the same rounds (median of then / now): whole models share a
 session's state (preemption, cache pressure from other processes) that the one-layer reference block
 does not (benchmarks/results/bias.md). A table without one is scaled through the reference block. The
 two passes measured back to back give the test-retest noise floor.
@@ -27,8 +27,11 @@ from latencykit.errors import LatencykitError, TableError
 from latencykit.files import atomic_write, atomic_write_text
 from latencykit.space import SearchSpace
 
-ANCHORS = 5
-"""Calibration subnets (spread over the set) measured again to put whole models on a table's scale."""
+ANCHORS = 20
+"""Calibration subnets (spread over the set; all of a default set) measured again to put whole models
+on a table's scale. With 5, the scale's own error (each anchor carries the noise of its reading then
+and now) doubled the test-retest noise floor in some sessions and shifted every subnet of a session
+alike (benchmarks/results/robustness.md, 'How many calibration subnets set the scale')."""
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
                                 ref_every=10, extra_rounds=4, cv_threshold=0.04)
 
