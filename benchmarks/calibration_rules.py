@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,9 @@ def main() -> None:
     sessions = json.loads((args.folder / "sessions.json").read_text())
     lines = ["# Scale and ridge rule of the default predictor, on one robustness run's readings", "",
              f"Command: `python benchmarks/calibration_rules.py <folder of a robustness.py run>` "
-             f"({len(sessions)} sessions; see the script's docstring). Bias > 0: predicts low.", "",
+             f"({len(sessions)} sessions; see the script's docstring). Readings saved by the robustness run of "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime((args.folder / 'sessions.json').stat().st_mtime))}. "
+             "Bias > 0: predicts low.", "",
              "| space | device | session | scale through | noise floor RMSPE % | ridge rule | within ±5% | RMSPE % | "
              "bias % | RMSPE / noise floor |", "|---|---|---|---|---|---|---|---|---|---|"]
     wins = []
