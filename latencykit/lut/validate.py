@@ -1,8 +1,8 @@
 """Validate a predictor against whole subnets measured with the same drift-corrected protocol.
 
 Subnets measured now are put on the table's scale so a table profiled minutes or days ago is compared
-fairly with models measured now. A table with a calibration set is scaled through its
-calibration subnets (up to ANCHORS), measured again in the same rounds (median of then / now): whole models share a
+fairly with models measured now. A table with a calibration set is scaled through its calibration
+subnets (up to ANCHORS), measured again in the same rounds (median of then / now): whole models share a
 session's state (preemption, cache pressure from other processes) that the one-layer reference block
 does not (benchmarks/results/bias.md). A table without one is scaled through the reference block. The
 two passes measured back to back give the test-retest noise floor.
@@ -30,8 +30,8 @@ from latencykit.space import SearchSpace
 ANCHORS = 20
 """Calibration subnets (spread over the set; all of a default set) measured again to put whole models
 on a table's scale. With 5, the scale's own error (each anchor carries the noise of its reading then
-and now) doubled the test-retest noise floor in some sessions and shifted every subnet of a session
-alike (benchmarks/results/robustness.md, 'How many calibration subnets set the scale')."""
+and now) raised the test-retest noise floor by up to 67% in some sessions and shifted every subnet
+of a session alike (benchmarks/results/calibration_rules.md)."""
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
                                 ref_every=10, extra_rounds=4, cv_threshold=0.04)
 
@@ -125,8 +125,8 @@ def sample_archs(space: SearchSpace, n: int, seed: int = 0, exclude: Sequence[Ar
 def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], table: LatencyTable | None,
                   protocol: Protocol = WHOLE_MODEL_PROTOCOL, cache: ExportCache | None = None,
                   progress: Progress | None = None, anchors: int = ANCHORS) -> Measurements:
-    """Measure whole models twice, on the table's scale: through a few of its calibration subnets
-    measured again in the same rounds when it has them, else through the reference block (without a
+    """Measure whole models twice, on the table's scale: through its calibration subnets (up to
+    `anchors`) measured again in the same rounds when it has them, else through the reference block (without a
     table: the reference block measured now, so the figures are plain drift-corrected ms)."""
     require(device)
     cache = cache or default_cache()
