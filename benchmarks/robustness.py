@@ -9,9 +9,11 @@ on the table's scale (as `validate` does, see below) and scores:
 - the default predictor (`auto`): the `calibrated` predictor, fit on the table's own calibration set.
 Each session also searches under five latency budgets with the default margin and measures the
 chosen subnets whole: the share that meets its budget measured.
-Measured subnets are put on the table's scale as `validate` does: through 5 of the table's calibration
-subnets measured again in the same rounds. The `reference-block scale` rows score the same predictions
-against the same subnets put on the table's scale through the reference block instead (the old way).
+Measured subnets are put on the table's scale as `validate` does: through the table's calibration
+subnets (up to validate's ANCHORS) measured again in the same rounds; every reading is saved, so
+benchmarks/calibration_rules.py can rescore them with other choices. The `reference-block scale` rows
+score the same predictions against the same subnets put on the table's scale through the reference
+block instead (the old way).
 
 Run: python benchmarks/robustness.py [--sessions 3] [--subnets 30] [--quick]
 `--quick`: autovit-xxs on host only, 8 subnets per session. Writes benchmarks/results/robustness.md
@@ -167,8 +169,8 @@ def main() -> None:
              f"Command: `{command}` ({time.perf_counter() - start:.0f} s in all)", "", machine_line("host"), "",
              f"Each table is built once by `profile` (with {args.calibrate} calibration subnets measured in the same "
              f"rounds). Then {args.sessions} later sessions, each a separate process, measure {subnets} fresh "
-             "held-out random subnets whole, twice, put on the table's scale through 5 of its calibration subnets "
-             "measured again beside them (`reference-block scale`: through the reference block instead); session "
+             f"held-out random subnets whole, twice, put on the table's scale through {min(args.calibrate, ANCHORS)} of its calibration "
+             "subnets measured again beside them (`reference-block scale`: through the reference block instead); session "
              f"{args.sessions} runs with a CPU-bound process (`while True: pass`) beside it. Bias = mean(measured / "
              "predicted) - 1 (> 0: predicts low). Noise floor: the second pass against the first. "
              "Load: the 1-minute load average (other processes on this machine included).", "",
