@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bias import machine_line, run_sessions  # noqa: E402
 
-from latencykit.lut.validate import ANCHORS  # noqa: E402
+from latencykit.lut.validate import ANCHORS, RETEST  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUDGET_QUANTILES = (0.2, 0.35, 0.5, 0.65, 0.8)
@@ -102,14 +102,10 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
         chosen = searched(space, default, budgets, seed)
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        # every calibration subnet is measured again; the scores use validate's default anchors (a
-        # subset), the saved readings let a later analysis try others
-        m = measure_archs(space, device, archs + [c[1] for c in chosen], table,
-                          anchors=max(ANCHORS, len(calibration[0]) if calibration else 0))
+        m = measure_archs(space, device, archs + [c[1] for c in chosen], table)  # as validate measures
         n = len(archs)
         held = {name: p.predict_many(archs) for name, p in (("isolated", isolated), (default.label, default))}
-        first, second = on_scale(m, ANCHORS)
-        measured = (first + second) / 2
+        measured = m.measured
         scores = {name: Metrics.compare(p, measured[:n]) for name, p in held.items()}
         if m.by_reference is not None and m.scale != "reference block":
             scores.update({f"{name}, reference-block scale": Metrics.compare(p, m.by_reference[:n])
@@ -119,22 +115,11 @@ def session(folder: Path, configs: list[tuple[str, str]], subnets: int, seed: in
         out.append({"space": space_name, "device": device_name, "load": (load + os.getloadavg()[0]) / 2,
                     "seconds": time.perf_counter() - t0, "n": n, "scale": m.scale,
                     "scores": {k: asdict(v) for k, v in scores.items()},
-                    "noise_floor": asdict(Metrics.compare(second[:n], first[:n])),
+                    "noise_floor": asdict(Metrics.compare(m.second[:n], m.first[:n])),
+                    "third_passes": int(np.sum(~np.isnan(m.third[:n]))) if m.third is not None else 0,
                     "predictor": default.describe(), "adherence": adherence,
                     "predicted": {k: v.tolist() for k, v in held.items()}, "measurements": m.to_dict()})
     return out
-
-
-def on_scale(m, anchors: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both passes put on the table's scale through `anchors` of the calibration subnets measured
-    again (chosen as `validate` chooses them), from the readings of all of them."""
-    if m.anchor_now_ms is None:
-        return m.first, m.second
-    k = m.anchor_now_ms.shape[1]
-    pick = np.unique(np.linspace(0, k - 1, min(anchors, k)).round().astype(int))
-    old = np.median(m.anchor_then_ms / m.anchor_now_ms, axis=1)
-    new = np.median(m.anchor_then_ms[pick] / m.anchor_now_ms[:, pick], axis=1)
-    return m.first / old[0] * new[0], m.second / old[1] * new[1]
 
 
 def main() -> None:
@@ -170,7 +155,9 @@ def main() -> None:
              f"Each table is built once by `profile` (with {args.calibrate} calibration subnets measured in the same "
              f"rounds). Then {args.sessions} later sessions, each a separate process, measure {subnets} fresh "
              f"held-out random subnets whole, twice, put on the table's scale through {min(args.calibrate, ANCHORS)} of its calibration "
-             "subnets measured again beside them (`reference-block scale`: through the reference block instead); session "
+             "subnets measured again beside them (`reference-block scale`: through the reference block instead); a "
+             f"subnet whose two passes differ by more than {RETEST:.0%} is measured a third time and the median of three "
+             "counts (`third passes`: how many of the held-out subnets); session "
              f"{args.sessions} runs with a CPU-bound process (`while True: pass`) beside it. Bias = mean(measured / "
              "predicted) - 1 (> 0: predicts low). Noise floor: the second pass against the first. "
              "Load: the 1-minute load average (other processes on this machine included).", "",
@@ -179,7 +166,7 @@ def main() -> None:
     lines += [f"| {b['space']} | {b['device']} | {b['entries']} | {b['calibration']} | {b['seconds']:.0f} | "
               f"{b['load']:.1f} |" for b in built]
     lines += ["", "## Sessions", "", "| space | device | session | load | predictor | within ±5% | within ±10% | "
-              "RMSPE % | bias % | noise floor RMSPE % |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "RMSPE % | bias % | noise floor RMSPE % | third passes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, (space, device) in enumerate(configs):
         for i, sess in enumerate(sessions):
             d = sess["sessions"][k]
@@ -187,7 +174,7 @@ def main() -> None:
             for name, m in d["scores"].items():
                 lines.append(f"| {space} | {device} | {tag} | {d['load']:.1f} | {name} | {m['within_5_pct']:.0f}% | "
                              f"{m['within_10_pct']:.0f}% | {m['rmspe_pct']:.2f} | {m['bias_pct']:+.2f} | "
-                             f"{d['noise_floor']['rmspe_pct']:.2f} |")
+                             f"{d['noise_floor']['rmspe_pct']:.2f} | {d.get('third_passes', 0)} |")
     lines += ["", "## Budget adherence", "",
               f"In each session, {len(BUDGET_QUANTILES)} latency-bound searches per table (budgets at the "
               f"{', '.join(f'{100 * q:.0f}' for q in BUDGET_QUANTILES)} percentiles of random subnets' predicted "

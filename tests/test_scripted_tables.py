@@ -263,3 +263,22 @@ def test_a_table_with_no_reference_and_no_calibration_is_refused_before_measurin
     with pytest.raises(TableError, match="has no reference block, so subnets measured now cannot be put on its scale"):
         measure_archs(mini, dev, sample_archs(mini, 2, seed=5), bare, QUICK, costs[0])
     assert not dev.timed
+
+
+def test_passes_that_disagree_get_a_third_and_the_median_of_three_counts(mini, costs, isolated) -> None:
+    """A subnet whose second pass is hit (+20%) is measured a third time and the median of three is
+    its latency; one whose passes are 3% apart keeps the mean of two and is not measured again."""
+    cache = costs[0]
+    archs = sample_archs(mini, 3, seed=4)
+    files = [export_network(mini.layers(a), cache, "onnx") for a in archs]
+    r = QUICK.rounds
+    dev = device(costs, noise={files[0]: [1.0] * r + [1.2] * r + [1.0] * r, files[1]: [1.0] * r + [1.03] * r})
+    dev.costs.update({f: network_ms(mini.layers(a)) for f, a in zip(files, archs)})
+    m = measure_archs(mini, dev, archs, isolated, QUICK, cache)
+    truth = [network_ms(mini.layers(a)) for a in archs]
+    assert m.first[0] == pytest.approx(truth[0]) and m.second[0] == pytest.approx(1.2 * truth[0])
+    assert m.third[0] == pytest.approx(truth[0]) and m.measured[0] == pytest.approx(truth[0])
+    assert np.isnan(m.third[1]) and m.measured[1] == pytest.approx(1.015 * truth[1])
+    assert np.isnan(m.third[2]) and m.measured[2] == pytest.approx(truth[2])
+    assert [dev.timed[f.resolve()] for f in files] == [3 * r, 2 * r, 2 * r]
+    assert m.to_dict()["third_ms"][1] is None
