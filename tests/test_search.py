@@ -51,6 +51,31 @@ def params_score(space):
     return lambda arch: float(space.params(arch))
 
 
+# ----- the search's parts on a stand-in latency (no table: fast) ------------------------------------------
+
+def flops_ms(space):
+    """A stand-in predictor: 1 ms per MFLOP (exact and instant, so the tests below need no measurement)."""
+    return lambda genes: space.evaluate(space.flops_values, np.atleast_2d(genes)) / 1e6
+
+
+def new_run(space, budget: Budget, latency=None, **config):
+    from latencykit.nas.search import Constraints, _Search
+
+    return _Search(space, Constraints(space, budget, latency), params_score(space), SearchConfig(**config), "-")
+
+
+def test_few_feasible_skeletons_are_filled_with_distinct_feasible_mutants(tiny) -> None:
+    budget = Budget(params=80_000)
+    for seed in range(5):
+        run = new_run(tiny, budget, population=12, generations=0, parents=4, coarse_samples=3, seed=seed)
+        rows, m = run.coarse()
+        assert len(rows) == 12 and len(np.unique(rows, axis=0)) == 12  # none a copy of another (or of its parent)
+        assert (m["params"] <= budget.params).all()
+        assert m["params"].tolist() == tiny.evaluate(tiny.params_values, rows).tolist()
+
+
+# ----- on a measured table ----------------------------------------------------------------------------------
+
 def test_every_evaluated_subnet_meets_both_budgets(tiny, table) -> None:
     pred = get_predictor("isolated").fit(tiny, table)
     lat = pred.predict_genes(tiny.sample_genes(2000, 1))

@@ -322,8 +322,10 @@ class _Search:
         else:
             top = order[: cfg.population]
         rows, m = rows[top], {k: v[top] for k, v in m.items()}
-        if len(rows) < cfg.population:  # few feasible: fill with feasible mutants of what there is
+        if len(rows) < cfg.population:  # few feasible: fill with feasible mutants of what there is, not copies
+            self.seen.update(r.tobytes() for r in rows)
             more, mm = self.children(rows, cfg.population - len(rows), cfg.p_depth, cfg.p_layer)
+            self.seen.difference_update(r.tobytes() for r in rows)
             rows = np.vstack([rows, more])
             m = {k: np.concatenate([m[k], mm[k]]) for k in m} if len(more) else m
         self._stage("coarse", t0, tables0, 0, len(rows))
