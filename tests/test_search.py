@@ -74,6 +74,19 @@ def test_few_feasible_skeletons_are_filled_with_distinct_feasible_mutants(tiny) 
         assert m["params"].tolist() == tiny.evaluate(tiny.params_values, rows).tolist()
 
 
+def test_a_budget_only_the_smallest_subnet_meets_is_met_by_every_method() -> None:
+    """In a real-sized space random draws never hit the smallest subnet: the search must still find it."""
+    from latencykit.space import load_space
+
+    space = load_space("autovit-xxs")
+    smallest = space.smallest()
+    budget = Budget(params=space.params(smallest))
+    for method in ("coarse-to-fine", "evolution", "random"):
+        r = search(space, params_score(space), budget, None,
+                   SearchConfig(method=method, population=4, generations=1, coarse_samples=500, tries=2))
+        assert r.best.arch == smallest and [c.arch for c in r.evaluated] == [smallest]
+
+
 # ----- on a measured table ----------------------------------------------------------------------------------
 
 def test_every_evaluated_subnet_meets_both_budgets(tiny, table) -> None:

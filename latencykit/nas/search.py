@@ -251,9 +251,11 @@ class _Search:
         rows = np.vstack(found)
         for k in rows:
             self.seen.discard(k.tobytes())
-        if not len(rows) and not self._smallest_feasible():
-            raise self.c.floor(np.vstack(drawn), self.device)
         m = {k: np.concatenate([x[k] for x in metrics]) for k in metrics[0]}
+        if not len(rows):  # random draws miss a budget only the smallest subnets meet: start from the smallest
+            if not self._smallest_feasible():
+                raise self.c.floor(np.vstack(drawn), self.device)
+            rows, m = self._new_feasible(np.zeros((1, len(self.space.genes)), dtype=np.int64))
         return rows, m
 
     def _smallest_feasible(self) -> bool:
