@@ -273,6 +273,9 @@ def test_a_budget_only_the_smallest_subnet_meets_is_met_by_every_method() -> Non
         r = search(space, params_score(space), budget, None,
                    SearchConfig(method=method, population=4, generations=1, coarse_samples=500, tries=2))
         assert r.best.arch == smallest and [c.arch for c in r.evaluated] == [smallest]
+        with pytest.raises(LatencykitError, match="no architecture meets params <= 1 M: the smallest params are"):
+            search(space, params_score(space), Budget(params=1e6), None,
+                   SearchConfig(method=method, population=4, generations=1, coarse_samples=500, tries=2))
 
 
 # ----- on a measured table ----------------------------------------------------------------------------------
