@@ -1,4 +1,5 @@
-"""Constrained search on a real host table of the tiny space: budgets, optimum, bounds, CLI, export."""
+"""Constrained search: its parts on a stand-in latency, then on a real host table of the tiny space: budgets,
+optimum, bounds, CLI, export."""
 
 from __future__ import annotations
 
