@@ -229,7 +229,9 @@ def test_each_method_runs_its_own_stages(tiny) -> None:
     stages = {"coarse-to-fine": ["coarse", "skeletons", "evolution"],
               "evolution": ["initial population", "random seeds", "evolution"], "random": ["random"]}
     for method, names in stages.items():
+        start = time.perf_counter()
         r = search(tiny, params_score(tiny), budget, None, SearchConfig(method=method, **SMALL))
+        assert 0 <= sum(s.seconds for s in r.stages) <= time.perf_counter() - start
         assert [s.name for s in r.stages] == names and r.method == method
         assert 0 < r.accuracy_evaluations == sum(s.accuracy_evaluations for s in r.stages) <= 60
         first = names[-2] if method != "random" else "random"  # the stage that evaluates the first subnets
@@ -334,6 +336,7 @@ def test_infeasible_budget_names_the_floor_and_returns_at_once(tiny, table) -> N
         search(tiny, params_score(tiny), Budget(latency_ms=floor * 0.5), pred.predict_genes, SearchConfig(),
                device="host")
     assert f"{floor:.3g} ms" in str(err.value)
+    assert str(err.value).split(": ", 1)[1].startswith("the smallest latency")  # the bound that failed first
     with pytest.raises(LatencykitError, match=r"smallest params are 0.0117 M"):
         search(tiny, params_score(tiny), Budget(params=1000), None, SearchConfig(), device="host")
     assert time.perf_counter() - start < 10
