@@ -9,8 +9,9 @@ after `--timeout` seconds, a timeout counts as killed); a mutant they pass survi
 type annotations and logging-only lines are not mutated. Run it from a scratch checkout: it rewrites
 the module files while it runs and restores them after each mutant.
 
-Run: python benchmarks/mutation.py [--module PATH=TEST[,TEST...]]... [--timeout 120]
-Writes benchmarks/results/mutation.md.
+Run: python benchmarks/mutation.py [--module PATH=TEST[,TEST...]]... [--timeout 120] [--only 3,7,10-12]
+(`--only`: those mutants alone, numbered as the run prints them, e.g. to re-check survivors.)
+Writes benchmarks/results/mutation.md (or --out PATH).
 """
 
 from __future__ import annotations
@@ -119,6 +120,12 @@ def _mutate(node: ast.AST, kind: str, i: int | None) -> str:
     return f"{type(node).__name__} condition negated"
 
 
+def _numbers(part: str) -> range:
+    """`7` or `10-12` (inclusive)."""
+    first, _, last = part.partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
 def run_tests(tests: list[str], timeout: float) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *tests]
@@ -134,7 +141,10 @@ def main() -> None:
     ap.add_argument("--module", action="append", default=None,
                     help="PATH=TEST[,TEST...] (repeatable); default: the four modules of issue 17")
     ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--out", type=Path, default=RESULTS / "mutation.md", help="where the report goes")
+    ap.add_argument("--only", default="", help="run these mutants only, by number as printed (1-based): 3,7,10-12")
     args = ap.parse_args()
+    only = {k for part in filter(None, args.only.split(",")) for k in _numbers(part)}
     modules = dict(m.split("=", 1) for m in args.module) if args.module else None
     modules = {p: t.split(",") for p, t in modules.items()} if modules else MODULES
     start = time.perf_counter()
@@ -143,24 +153,26 @@ def main() -> None:
         tests = [t for t in tests if (ROOT / t).exists()]
         file = ROOT / path
         original = file.read_text()
-        found = mutants(original)
+        every = mutants(original)
+        found = [(k, m) for k, m in enumerate(every, 1) if not only or k in only]
         killed = 0
         try:
             file.write_text(ast.unparse(ast.parse(original)) + "\n")
             if run_tests(tests, args.timeout) != "survived":
                 raise SystemExit(f"the tests fail on unmutated {path} (as unparsed): fix that first")
-            for k, m in enumerate(found):
+            for k, m in found:
                 file.write_text(m.source + "\n")
                 verdict = run_tests(tests, args.timeout)
                 killed += verdict != "survived"
                 if verdict == "survived":
                     survivors.append((path, m))
-                print(f"{path} {k + 1}/{len(found)} line {m.line}: {m.what}: {verdict}", flush=True)
+                print(f"{path} {k}/{len(every)} line {m.line}: {m.what}: {verdict}", flush=True)
         finally:
             file.write_text(original)
         summary.append((path, tests, len(found), killed))
     command = "python benchmarks/mutation.py" + "".join(
-        f" --module {p}={','.join(t)}" for p, t in modules.items()) * bool(args.module)
+        f" --module {p}={','.join(t)}" for p, t in modules.items()) * bool(args.module) + (
+        f" --only {args.only}" if only else "")
     lines = ["# Mutation check", "", f"Command: `{command}` ({time.perf_counter() - start:.0f} s)", "",
              "Each mutant is one change at one site (see the script's docstring); `killed`: the module's tests "
              "failed or timed out on it."]
@@ -172,8 +184,8 @@ def main() -> None:
     lines += [f"| {p} | {m.line} | {m.what} |" for p, m in survivors]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "mutation.md").write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Constrained search on a real host table of the tiny space: budgets, optimum, bounds, CLI, export."""
+"""Constrained search: its parts on a stand-in latency, then on a real host table of the tiny space: budgets,
+optimum, bounds, CLI, export."""
 
 from __future__ import annotations
 
@@ -50,6 +51,237 @@ def everything(tiny) -> np.ndarray:
 def params_score(space):
     return lambda arch: float(space.params(arch))
 
+
+# ----- the search's parts on a stand-in latency (no table: fast) ------------------------------------------
+
+def flops_ms(space):
+    """A stand-in predictor: 1 ms per MFLOP (exact and instant, so the tests below need no measurement)."""
+    return lambda genes: space.evaluate(space.flops_values, np.atleast_2d(genes)) / 1e6
+
+
+def test_budget_describes_its_bounds() -> None:
+    assert Budget().describe() == "no budget"
+    assert Budget(params=2e6).describe() == "params <= 2 M"
+    full = Budget(latency_ms=12.5, params=2e6, flops=3e8)
+    assert full.describe() == "latency <= 12.5 ms, params <= 2 M, FLOPs <= 300 M"
+
+
+def test_constraints_count_table_evaluations_and_measure_budget_use(tiny) -> None:
+    from latencykit.nas.search import Constraints
+
+    c = Constraints(tiny, Budget(latency_ms=2.0, params=60.0), flops_ms(tiny))
+    assert c.table_evaluations == 0
+    c.metrics(tiny.sample_genes(5, 0))
+    c.feasible(tiny.sample_genes(3, 1))
+    assert c.table_evaluations == 8
+    free = Constraints(tiny, Budget(params=60.0))
+    free.metrics(tiny.sample_genes(5, 0))
+    assert free.table_evaluations == 0  # no table, nothing looked up
+    # the largest share of a bound any quantity takes; params alone where nothing is bounded
+    m = {"latency_ms": np.array([1.0, 4.0]), "params": np.array([30.0, 6.0]), "flops": np.array([7.0, 9.0])}
+    assert c.fullness(m).tolist() == [0.5, 2.0]
+    assert Constraints(tiny, Budget()).fullness(m).tolist() == [30.0, 6.0]
+
+
+def new_run(space, budget: Budget, latency=None, **config):
+    from latencykit.nas.search import Constraints, _Search
+
+    return _Search(space, Constraints(space, budget, latency), params_score(space), SearchConfig(**config), "-")
+
+
+def test_few_feasible_skeletons_are_filled_with_distinct_feasible_mutants(tiny) -> None:
+    budget = Budget(params=80_000)
+    for seed in range(5):
+        run = new_run(tiny, budget, population=12, generations=0, parents=4, coarse_samples=3, seed=seed)
+        rows, m = run.coarse()
+        assert len(rows) == 12 and len(np.unique(rows, axis=0)) == 12  # none a copy of another (or of its parent)
+        assert (m["params"] <= budget.params).all()
+        assert m["params"].tolist() == tiny.evaluate(tiny.params_values, rows).tolist()
+
+
+def test_skeletons_come_in_rank_order_or_drawn_from_the_top_share(tiny) -> None:
+    budget = Budget(flops=float(np.median(tiny.evaluate(tiny.flops_values, tiny.sample_genes(500, 0)))))
+    run = new_run(tiny, budget, population=12, coarse_samples=500, seed=1)
+    rows, m = run.coarse()
+    full = run.c.fullness(m)
+    assert (np.diff(full) <= 0).all()  # the fullest first: skeleton i is parent-ranked i
+    every = new_run(tiny, budget, population=12, coarse_samples=500, seed=1)
+    feasible, fm = every._new_feasible(tiny.sample_genes(500, every.rng))
+    ranked = np.sort(every.c.fullness(fm))[::-1]
+    assert full.tolist() == ranked[:12].tolist()
+    # a pool of the whole feasible draw: 12 of them at random, not the 12 fullest
+    def skeletons(seed: int, pool: float) -> list[float]:
+        _, m = new_run(tiny, budget, population=12, coarse_samples=500, skeleton_pool=pool, seed=seed).coarse()
+        assert (m["flops"] <= budget.flops).all()
+        return sorted(m["flops"].tolist())
+
+    assert any(skeletons(s, 1.0) != skeletons(s, 0.0) for s in range(3))
+
+
+def test_random_feasible_draws_until_it_has_enough(tiny) -> None:
+    loose = Budget(latency_ms=1e9)
+    first = new_run(tiny, loose, flops_ms(tiny), seed=2).random_feasible(1, 20)[0]  # one batch of 20 has enough
+    assert 0 < len(first) <= 20
+    run = new_run(tiny, loose, flops_ms(tiny), seed=2)
+    rows, _ = run.random_feasible(len(first), 20)  # exactly what the first batch gives: no second batch
+    assert rows.tolist() == first.tolist() and run.c.table_evaluations == 20
+    run = new_run(tiny, loose, flops_ms(tiny), seed=2)
+    rows, m = run.random_feasible(50, 20)  # more than a batch: it draws on, and stops once it has them
+    assert 50 <= len(rows) < 70 and run.c.table_evaluations < 20 * run.config.tries
+    assert len(np.unique(rows, axis=0)) == len(rows) and m["latency_ms"].tolist() == flops_ms(tiny)(rows).tolist()
+    assert not run.seen  # what it found is not yet evaluated
+
+
+def test_children_are_new_feasible_crossovers_and_mutants(tiny) -> None:
+    loose = Budget(params=1e9)
+    rows = tiny.sample_genes(200, 7)
+    varied = tiny.cardinality > 1
+    a, b = next((r, s) for r in rows for s in rows if 2 <= ((r != s) & varied).sum() <= 4)
+    parents = np.stack([a, b])
+    run = new_run(tiny, loose, crossover=1.0, seed=0)
+    run.seen.update(p.tobytes() for p in parents)  # evaluated already, as in `evolve`
+    kids, m = run.children(parents, 2, 0.2, 0.4)
+    # crossover only: each gene from one parent or the other, and no kid a parent
+    assert len(kids) == 2 and ((kids == a) | (kids == b)).all()
+    assert not any((k == p).all() for k in kids for p in parents) and len(np.unique(kids, axis=0)) == 2
+    assert m["params"].tolist() == tiny.evaluate(tiny.params_values, kids).tolist()
+    assert len(run.seen) == 2  # the kids are not evaluated yet
+    # one parent: nothing to cross, every kid is a mutant
+    run = new_run(tiny, loose, crossover=1.0, seed=0)
+    run.seen.add(a.tobytes())
+    kids, _ = run.children(a[None], 6, 0.2, 0.4)
+    assert len(kids) == 6 and len(np.unique(kids, axis=0)) == 6 and not (kids == a).all(axis=1).any()
+
+
+def test_mutation_redraws_genes_with_their_probability(tiny) -> None:
+    run = new_run(tiny, Budget())
+    parent = tiny.sample_genes(1, 3)
+    depth = run.depth_genes
+    varied = tiny.cardinality > 1
+    out = run.mutate(parent, 50, 0.0, 1.0)  # every layer gene re-drawn, no depth
+    assert (out[:, depth] == parent[0, depth]).all()
+    assert (out[:, ~depth & varied] != parent[0, ~depth & varied]).all()  # a re-drawn gene takes another value
+    assert (out[:, ~varied] == 0).all() and (out < tiny.cardinality).all()
+    out = run.mutate(parent, 50, 1.0, 0.0)  # the other way round
+    assert (out[:, depth & varied] != parent[0, depth & varied]).all() and (out[:, ~depth] == parent[0, ~depth]).all()
+
+
+def test_children_draw_batch_after_batch_until_there_are_enough(tiny) -> None:
+    run = new_run(tiny, Budget(latency_ms=1e9), flops_ms(tiny), crossover=0.0, seed=0)
+    parent = tiny.sample_genes(1, 0)
+    run.seen.add(parent[0].tobytes())
+    kids, m = run.children(parent, 30, 0.05, 0.05)  # rare mutations: one batch of 4 x 30 + 8 has too few new
+    assert len(kids) == 30 and len(np.unique(kids, axis=0)) == 30 and run.c.table_evaluations > 4 * 30 + 8
+    assert m["latency_ms"].tolist() == flops_ms(tiny)(kids).tolist()
+
+
+def test_search_does_not_need_the_smallest_subnet_to_be_feasible(tiny, everything) -> None:
+    """A device where bigger is faster (the smallest subnet is the slowest): every method still searches."""
+    top = float(tiny.evaluate(tiny.flops_values, everything).max()) / 1e6
+    latency = lambda genes: top + 1 - flops_ms(tiny)(genes)  # noqa: E731
+    budget = Budget(latency_ms=float(np.median(latency(everything))))
+    assert latency(np.zeros((1, len(tiny.genes)), dtype=np.int64))[0] > budget.latency_ms
+    for method in ("coarse-to-fine", "evolution", "random"):
+        r = search(tiny, params_score(tiny), budget, latency, SearchConfig(method=method, **SMALL))
+        assert 40 <= r.accuracy_evaluations <= 60 and all(c.latency_ms <= budget.latency_ms for c in r.evaluated)
+
+
+@pytest.mark.timeout(60)  # a search that does not stop fails here, not at the suite's end
+def test_a_search_evaluates_every_feasible_subnet_once_then_stops(tiny, everything) -> None:
+    """Fewer feasible subnets than evaluations: each is evaluated once, then three generations find
+    nothing new and the search ends (each of them a bounded number of lookups)."""
+    latency = flops_ms(tiny)
+    ms = latency(everything)
+    budget = Budget(latency_ms=float(np.sort(ms)[9]))
+    feasible = {tiny.decode(g) for g in everything[ms <= budget.latency_ms]}
+    assert 10 <= len(feasible) < 12
+    r = search(tiny, params_score(tiny), budget, latency, SearchConfig(**SMALL))
+    assert {c.arch for c in r.evaluated} == feasible and r.accuracy_evaluations == len(feasible)
+    # every later generation stalls: three of them, each drawing `tries` batches of both kinds of child
+    probe = new_run(tiny, budget, latency, **SMALL)
+    rows = np.stack([tiny.encode(a) for a in feasible])
+    probe.seen.update(r.tobytes() for r in rows)
+    probe.children(rows, SMALL["population"], 0.2, 0.4)
+    stalled = probe.c.table_evaluations
+    assert r.stages[-1].name == "evolution" and r.stages[-1].accuracy_evaluations == 0
+    assert r.stages[-1].table_evaluations == 3 * stalled
+
+
+def test_generations_bound_the_evolution(tiny) -> None:
+    def run(**config) -> list[str]:
+        r = search(tiny, params_score(tiny), Budget(params=1e9), None,
+                   SearchConfig(**{"population": 2, "parents": 2, "generations": 0, "crossover": 0.0,
+                                   "coarse_samples": 200, **config}))
+        return [c.stage for c in r.evaluated]
+
+    stages = run(population=4, crossover=0.5, generations=3)
+    assert stages[:4] == ["skeletons"] * 4 and stages[-1] == "generation 3" and len(stages) < 16  # some found fewer
+    # an explicit evaluation count runs on past `generations` (baselines at equal evaluations), to 10x + 10
+    stages = run(evaluations=100)
+    assert len(stages) == 22 and stages[-1] == "generation 10"
+    stages = run(generations=1, evaluations=100)
+    assert len(stages) == 42 and stages[-1] == "generation 20"
+    assert len(run(evaluations=7)) == 7  # or until the count is spent
+
+
+def test_each_method_runs_its_own_stages(tiny) -> None:
+    budget = Budget(params=80_000)
+    stages = {"coarse-to-fine": ["coarse", "skeletons", "evolution"],
+              "evolution": ["initial population", "random seeds", "evolution"], "random": ["random"]}
+    for method, names in stages.items():
+        start = time.perf_counter()
+        r = search(tiny, params_score(tiny), budget, None, SearchConfig(method=method, **SMALL))
+        assert 0 <= sum(s.seconds for s in r.stages) <= time.perf_counter() - start
+        assert [s.name for s in r.stages] == names and r.method == method
+        assert 0 < r.accuracy_evaluations == sum(s.accuracy_evaluations for s in r.stages) <= 60
+        first = names[-2] if method != "random" else "random"  # the stage that evaluates the first subnets
+        kept = {s.name: s.kept for s in r.stages}[first]
+        assert [c.stage for c in r.evaluated if not c.stage.startswith("generation")] == [first] * kept
+
+
+def test_search_config_refuses_empty_runs_and_unknown_names() -> None:
+    SearchConfig(parents=1, population=1, generations=0)  # the least there is
+    for bad in ({"parents": 0}, {"population": 0}, {"generations": -1}):
+        with pytest.raises(LatencykitError, match="population >= 1, parents >= 1 and generations >= 0"):
+            SearchConfig(**bad)
+    with pytest.raises(LatencykitError, match="unknown search method 'annealing'"):
+        SearchConfig(method="annealing")
+    assert SearchConfig(population=5, generations=3).max_evaluations == 20
+    assert SearchConfig(population=5, generations=3, evaluations=7).max_evaluations == 7
+
+
+def test_the_front_trades_score_against_latency_when_there_is_a_table(tiny) -> None:
+    latency = lambda genes: tiny.evaluate(tiny.params_values, np.atleast_2d(genes)) / 1e4  # noqa: E731 (not FLOPs)
+    score = lambda arch: float(tiny.flops(arch) // 200_000)  # coarse: ties in score  # noqa: E731
+    r = search(tiny, score, Budget(latency_ms=8.0), latency, SearchConfig(**SMALL))
+    assert len({c.score for c in r.evaluated}) < len(r.evaluated)
+
+    def dominated(c) -> bool:
+        return any((o.latency_ms <= c.latency_ms and o.score > c.score)
+                   or (o.latency_ms < c.latency_ms and o.score >= c.score) for o in r.evaluated)
+
+    front = [(c.latency_ms, c.score) for c in r.pareto()]
+    assert front == sorted({(c.latency_ms, c.score) for c in r.evaluated if not dominated(c)})
+    assert [c.to_dict() for c in r.pareto()] == r.to_dict()["pareto"]
+
+
+def test_a_budget_only_the_smallest_subnet_meets_is_met_by_every_method() -> None:
+    """In a real-sized space random draws never hit the smallest subnet: the search must still find it."""
+    from latencykit.space import load_space
+
+    space = load_space("autovit-xxs")
+    smallest = space.smallest()
+    budget = Budget(params=space.params(smallest))
+    for method in ("coarse-to-fine", "evolution", "random"):
+        r = search(space, params_score(space), budget, None,
+                   SearchConfig(method=method, population=4, generations=1, coarse_samples=500, tries=2))
+        assert r.best.arch == smallest and [c.arch for c in r.evaluated] == [smallest]
+        with pytest.raises(LatencykitError, match="no architecture meets params <= 1 M: the smallest params are"):
+            search(space, params_score(space), Budget(params=1e6), None,
+                   SearchConfig(method=method, population=4, generations=1, coarse_samples=500, tries=2))
+
+
+# ----- on a measured table ----------------------------------------------------------------------------------
 
 def test_every_evaluated_subnet_meets_both_budgets(tiny, table) -> None:
     pred = get_predictor("isolated").fit(tiny, table)
@@ -104,6 +336,7 @@ def test_infeasible_budget_names_the_floor_and_returns_at_once(tiny, table) -> N
         search(tiny, params_score(tiny), Budget(latency_ms=floor * 0.5), pred.predict_genes, SearchConfig(),
                device="host")
     assert f"{floor:.3g} ms" in str(err.value)
+    assert str(err.value).split(": ", 1)[1].startswith("the smallest latency")  # the bound that failed first
     with pytest.raises(LatencykitError, match=r"smallest params are 0.0117 M"):
         search(tiny, params_score(tiny), Budget(params=1000), None, SearchConfig(), device="host")
     assert time.perf_counter() - start < 10

@@ -251,9 +251,11 @@ class _Search:
         rows = np.vstack(found)
         for k in rows:
             self.seen.discard(k.tobytes())
-        if not len(rows) and not self._smallest_feasible():
-            raise self.c.floor(np.vstack(drawn), self.device)
         m = {k: np.concatenate([x[k] for x in metrics]) for k in metrics[0]}
+        if not len(rows):  # random draws miss a budget only the smallest subnets meet: start from the smallest
+            if not self._smallest_feasible():
+                raise self.c.floor(np.vstack(drawn), self.device)
+            rows, m = self._new_feasible(np.zeros((1, len(self.space.genes)), dtype=np.int64))
         return rows, m
 
     def _smallest_feasible(self) -> bool:
@@ -322,8 +324,10 @@ class _Search:
         else:
             top = order[: cfg.population]
         rows, m = rows[top], {k: v[top] for k, v in m.items()}
-        if len(rows) < cfg.population:  # few feasible: fill with feasible mutants of what there is
+        if len(rows) < cfg.population:  # few feasible: fill with feasible mutants of what there is, not copies
+            self.seen.update(r.tobytes() for r in rows)
             more, mm = self.children(rows, cfg.population - len(rows), cfg.p_depth, cfg.p_layer)
+            self.seen.difference_update(r.tobytes() for r in rows)
             rows = np.vstack([rows, more])
             m = {k: np.concatenate([m[k], mm[k]]) for k in m} if len(more) else m
         self._stage("coarse", t0, tables0, 0, len(rows))
