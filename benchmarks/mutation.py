@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MODULES = {
     "latencykit/lut/protocol.py": ["tests/test_protocol.py", "tests/test_scripted_tables.py", "tests/test_profile.py"],
-    "latencykit/lut/validate.py": ["tests/test_scripted_tables.py", "tests/test_profile.py", "tests/test_validate.py"],
+    "latencykit/lut/validate.py": ["tests/test_scripted_tables.py", "tests/test_profile.py"],
     "latencykit/lut/predictors.py": ["tests/test_predictors.py", "tests/test_scripted_tables.py",
                                      "tests/test_calibration.py", "tests/test_cli_paths.py"],
     "latencykit/nas/search.py": ["tests/test_search.py"],
