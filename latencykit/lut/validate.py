@@ -35,7 +35,8 @@ of a session alike (benchmarks/results/calibration_rules.md)."""
 RETEST = 0.05
 """Two passes of a subnet further apart than this (relative) get a third, and the median of three
 counts: under load one pass in a few is hit by other processes, and the mean of two then sits
-outside a ±5% band that the subnet's undisturbed passes meet (benchmarks/results/robustness.md)."""
+outside a ±5% band that the subnet's undisturbed passes meet (4 of 5 host-litert misses in an earlier
+robustness run had passes 5-8% apart)."""
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=7, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
                                 ref_every=10, extra_rounds=4, cv_threshold=0.04)
 
