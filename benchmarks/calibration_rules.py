@@ -25,24 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from latencykit.arch import Arch
-from latencykit.lut.calibration import ALPHAS, _solve
+from latencykit.lut.calibration import ALPHAS, _solve, loo_squared
 from latencykit.lut.predictors import resolve_predictor
 from latencykit.lut.table import LatencyTable
-from latencykit.lut.validate import Metrics
+from latencykit.lut.validate import Metrics, anchor_picks
 from latencykit.space import load_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def loo_squared(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(alphas, n) held-out squared relative errors of the calibrated fit."""
-    out = np.empty((len(ALPHAS), len(y)))
-    for a, alpha in enumerate(ALPHAS):
-        for i in range(len(y)):
-            keep = np.arange(len(y)) != i
-            c, b = _solve(X[keep], y[keep], alpha)
-            out[a, i] = ((b + X[i] @ c - y[i]) / y[i]) ** 2
-    return out
 
 
 def rule_alpha(squared: np.ndarray, rule: str) -> float:
@@ -55,7 +44,7 @@ def rule_alpha(squared: np.ndarray, rule: str) -> float:
 def on_scale(m: dict, anchors: int) -> tuple[np.ndarray, np.ndarray]:
     """Both passes put on the table's scale through `anchors` calibration subnets (as validate picks)."""
     then, now = np.array(m["anchor_then_ms"]), np.array(m["anchor_now_ms"])
-    pick = np.unique(np.linspace(0, len(then) - 1, min(anchors, len(then))).round().astype(int))
+    pick = anchor_picks(len(then), anchors)
     saved = np.median(then / now, axis=1)
     wanted = np.median(then[pick] / now[:, pick], axis=1)
     return (np.array(m["first_ms"]) / saved[0] * wanted[0], np.array(m["second_ms"]) / saved[1] * wanted[1])

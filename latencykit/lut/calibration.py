@@ -101,6 +101,17 @@ def _solve(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, floa
     return 1.0 + sol[2:], float(sol[0])
 
 
+def loo_squared(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS) -> np.ndarray:
+    """(alphas, n): each subnet's squared relative error when fit on the others, per ridge strength."""
+    squared = np.empty((len(alphas), len(y)))
+    for a, alpha in enumerate(alphas):
+        for i in range(len(y)):
+            mask = np.arange(len(y)) != i
+            c, b = _solve(X[mask], y[mask], alpha)
+            squared[a, i] = ((b + X[i] @ c - y[i]) / y[i]) ** 2
+    return squared
+
+
 def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS) -> GroupFit:
     """Fit measured = intercept + sum_g c_g X_g, each c_g ridge-regularised toward a common scale.
 
@@ -118,13 +129,7 @@ def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ..
         raise ValueError(f"calibration needs at least 3 measured subnets, got {len(y)}")
     keep = X.sum(0) > 0  # a group no subnet uses keeps its coefficient 1 (it never counts)
     Xk = X[:, keep]
-    squared = np.empty((len(alphas), len(y)))  # held-out squared relative errors, per strength
-    for a, alpha in enumerate(alphas):
-        for i in range(len(y)):
-            mask = np.arange(len(y)) != i
-            c, b = _solve(Xk[mask], y[mask], alpha)
-            squared[a, i] = ((b + Xk[i] @ c - y[i]) / y[i]) ** 2
-    mean = squared.mean(1)
+    mean = loo_squared(Xk, y, alphas).mean(1)
     chosen = max((a for a in range(len(alphas)) if mean[a] <= mean.min()), key=lambda a: alphas[a])
     alpha = alphas[chosen]
     rmspe = float(np.sqrt(mean[chosen]) * 100)

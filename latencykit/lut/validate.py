@@ -168,17 +168,18 @@ def measure_archs(space: SearchSpace, device: Device, archs: Sequence[Arch], tab
     ref_now = (passes[0][REF_KEY].latency_ms + passes[1][REF_KEY].latency_ms) / 2
     scale = scale or (ref_now if table is None else None)
 
+    def anchors_now(result: dict) -> np.ndarray:
+        return np.array([result[f"anchor{j}"].latency_ms for j in range(len(chosen[1]))])
+
     def on_scale(result: dict, names: list[str]) -> np.ndarray:
         """One pass's latencies of `names`, on the table's scale."""
         if chosen:
-            now = np.array([result[f"anchor{j}"].latency_ms for j in range(len(chosen[1]))])
-            return np.array([result[k].latency_ms for k in names]) * float(np.median(chosen[1] / now))
+            return np.array([result[k].latency_ms for k in names]) * float(np.median(chosen[1] / anchors_now(result)))
         return np.array([result[k].ratio for k in names]) * scale
 
     first, second = (on_scale(p, keys) for p in passes)
     how = f"{len(chosen[1])} calibration subnets" if chosen else "reference block"
-    now = (np.array([[p[f"anchor{j}"].latency_ms for j in range(len(chosen[1]))] for p in passes])
-           if chosen else None)
+    now = np.array([anchors_now(p) for p in passes]) if chosen else None
     # subnets whose passes disagree by more than RETEST: a third pass, and the median of the three
     disputed = [k for k, a, b in zip(keys, first, second) if abs(a / b - 1) > RETEST]
     third = None
@@ -199,8 +200,13 @@ def anchor_set(table: LatencyTable, space: SearchSpace, n: int = ANCHORS) -> tup
     if not calibration:
         return None
     archs, ms = calibration
-    pick = np.unique(np.linspace(0, len(archs) - 1, min(n, len(archs))).round().astype(int))
+    pick = anchor_picks(len(archs), n)
     return [archs[i] for i in pick], ms[pick]
+
+
+def anchor_picks(total: int, n: int) -> np.ndarray:
+    """Indices of up to `n` of `total` calibration subnets, evenly spread over the set."""
+    return np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))
 
 
 def evaluate(name: str, predict: Callable[[Sequence[Arch]], np.ndarray], m: Measurements, device: str,
