@@ -10,15 +10,21 @@ type annotations and logging-only lines are not mutated. Run it from a scratch c
 the module files while it runs and restores them after each mutant.
 
 Run: python benchmarks/mutation.py [--module PATH=TEST[,TEST...]]... [--timeout 120] [--only 3,7,10-12]
+     [--log FILE.jsonl]
 (`--only`: those mutants alone, numbered as the run prints them, e.g. to re-check survivors.)
-Writes benchmarks/results/mutation.md (or --out PATH).
+`--log`: one JSON line per mutant (module digest, number, line, mutation, verdict, the first failing test);
+a run given the same log skips the mutants it already holds for the same module source, so an interrupted
+run resumes. Writes benchmarks/results/mutation.md (or --out PATH).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -126,14 +132,26 @@ def _numbers(part: str) -> range:
     return range(int(first), int(last or first) + 1)
 
 
-def run_tests(tests: list[str], timeout: float) -> str:
+def run_tests(tests: list[str], timeout: float) -> tuple[str, str]:
+    """(verdict, first failing test): a flaky kill shows as an unrelated test's name."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-m", "not slow", *tests]
     try:
-        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "killed (timeout)"
-    return "survived" if r.returncode == 0 else "killed"
+        return "killed (timeout)", ""
+    if r.returncode == 0:
+        return "survived", ""
+    failed = re.search(r"^(?:FAILED|ERROR) (\S+)", r.stdout, re.MULTILINE)
+    return "killed", failed.group(1) if failed else f"exit {r.returncode}"
+
+
+def _logged(log: Path | None, path: str, digest: str) -> dict[int, tuple[str, str]]:
+    """Verdicts already in the log for this module's exact source, by mutant number."""
+    if log is None or not log.exists():
+        return {}
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return {r["k"]: (r["verdict"], r["by"]) for r in rows if r["module"] == path and r["digest"] == digest}
 
 
 def main() -> None:
@@ -143,30 +161,41 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--out", type=Path, default=RESULTS / "mutation.md", help="where the report goes")
     ap.add_argument("--only", default="", help="run these mutants only, by number as printed (1-based): 3,7,10-12")
+    ap.add_argument("--log", type=Path, default=None, help="JSON lines, one per mutant; resumes from it")
     args = ap.parse_args()
     only = {k for part in filter(None, args.only.split(",")) for k in _numbers(part)}
     modules = dict(m.split("=", 1) for m in args.module) if args.module else None
     modules = {p: t.split(",") for p, t in modules.items()} if modules else MODULES
     start = time.perf_counter()
-    summary, survivors = [], []
+    summary: list = []
+    survivors: list = []
     for path, tests in modules.items():
         tests = [t for t in tests if (ROOT / t).exists()]
         file = ROOT / path
         original = file.read_text()
+        digest = hashlib.sha256(original.encode()).hexdigest()[:12]
         every = mutants(original)
         found = [(k, m) for k, m in enumerate(every, 1) if not only or k in only]
+        done = _logged(args.log, path, digest)
         killed = 0
         try:
             file.write_text(ast.unparse(ast.parse(original)) + "\n")
-            if run_tests(tests, args.timeout) != "survived":
+            if len(done) < len(found) and run_tests(tests, args.timeout)[0] != "survived":
                 raise SystemExit(f"the tests fail on unmutated {path} (as unparsed): fix that first")
             for k, m in found:
-                file.write_text(m.source + "\n")
-                verdict = run_tests(tests, args.timeout)
+                if k in done:
+                    verdict, by = done[k]
+                else:
+                    file.write_text(m.source + "\n")
+                    verdict, by = run_tests(tests, args.timeout)
+                    if args.log:
+                        with args.log.open("a") as log:
+                            log.write(json.dumps({"module": path, "digest": digest, "k": k, "line": m.line,
+                                                  "what": m.what, "verdict": verdict, "by": by}) + "\n")
                 killed += verdict != "survived"
                 if verdict == "survived":
-                    survivors.append((path, m))
-                print(f"{path} {k}/{len(every)} line {m.line}: {m.what}: {verdict}", flush=True)
+                    survivors.append((path, k, m))
+                print(f"{path} {k}/{len(every)} line {m.line}: {m.what}: {verdict} {by}", flush=True)
         finally:
             file.write_text(original)
         summary.append((path, tests, len(found), killed))
@@ -180,8 +209,8 @@ def main() -> None:
     for path, tests, n, killed in summary:
         lines.append(f"| {path} | {', '.join(Path(t).name for t in tests)} | {n} | {killed} | {n - killed} | "
                      f"{100 * (n - killed) / max(n, 1):.1f}% |")
-    lines += ["", "## Surviving mutants", "", "| module | line | mutation |", "|---|---|---|"]
-    lines += [f"| {p} | {m.line} | {m.what} |" for p, m in survivors]
+    lines += ["", "## Surviving mutants", "", "| module | mutant | line | mutation |", "|---|---|---|---|"]
+    lines += [f"| {p} | {k} | {m.line} | {m.what} |" for p, k, m in survivors]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
