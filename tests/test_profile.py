@@ -178,6 +178,14 @@ def test_metrics_equal_hand_computed_values() -> None:
     assert m.kendall_tau == pytest.approx(5 / np.sqrt(5 * 6))
 
 
+def test_the_error_bands_include_their_edges_and_nothing_wider() -> None:
+    """±5% and ±10% are closed bands: errors of exactly 5% and 10% (either sign) count, 6% and 11% do not."""
+    measured = np.full(8, 100.0)
+    predicted = np.array([105.0, 95.0, 106.0, 94.0, 110.0, 90.0, 111.0, 89.0])
+    m = Metrics.compare(predicted, measured)
+    assert m.within_5_pct == 25.0 and m.within_10_pct == 75.0
+
+
 def test_sample_archs_draws_every_remaining_architecture_and_no_more(tiny) -> None:
     """All of a small space's architectures but the excluded ones can be drawn, distinct; one more is
     refused with a message that says why."""

@@ -282,3 +282,29 @@ def test_passes_that_disagree_get_a_third_and_the_median_of_three_counts(mini, c
     assert np.isnan(m.third[2]) and m.measured[2] == pytest.approx(truth[2])
     assert [dev.timed[f.resolve()] for f in files] == [3 * r, 2 * r, 2 * r]
     assert m.to_dict()["third_ms"][1] is None
+
+
+def test_raw_readings_and_the_reference_now_average_both_passes_and_the_anchors_are_kept(mini, costs, isolated) -> None:
+    """The device runs 50% slower in the second pass: on the table's scale both passes agree, the raw
+    ms and the reference block now are the mean of the two passes, and the saved record keeps the
+    anchors' latencies then (the table's) and now (each pass, raw)."""
+    cache = costs[0]
+    archs = sample_archs(mini, 3, seed=6)
+    r = QUICK.rounds
+    dev = device(costs, drift=lambda k: 1.0 if k < r else 1.5)
+    dev.costs.update({export_network(mini.layers(a), cache, "onnx"): network_ms(mini.layers(a)) for a in archs})
+    m = measure_archs(mini, dev, archs, isolated, QUICK, cache)
+    truth = np.array([network_ms(mini.layers(a)) for a in archs])
+    assert m.first == pytest.approx(truth, rel=1e-12) and m.second == pytest.approx(truth, rel=1e-12)
+    assert m.third is None
+    assert m.raw_ms == pytest.approx(1.25 * truth, rel=1e-12)
+    assert m.reference_ms_now == pytest.approx(1.25 * REF_MS, rel=1e-12)
+    calibration_archs, then = isolated.calibration_set(mini)
+    anchors = np.array([network_ms(mini.layers(a)) for a in calibration_archs])
+    saved = m.to_dict()
+    assert saved["anchor_then_ms"] == pytest.approx(then.tolist()) and then == pytest.approx(anchors, rel=1e-9)
+    assert np.array(saved["anchor_now_ms"]) == pytest.approx(np.stack([anchors, 1.5 * anchors]), rel=1e-12)
+    assert saved["raw_ms"] == pytest.approx((1.25 * truth).tolist()) and "third_ms" not in saved
+    # without a table: on the reference block's scale, no anchors in the record
+    bare = measure_archs(mini, device(costs), archs[:1], None, QUICK, cache).to_dict()
+    assert "anchor_then_ms" not in bare and "anchor_now_ms" not in bare

@@ -237,6 +237,9 @@ def test_each_method_runs_its_own_stages(tiny) -> None:
         first = names[-2] if method != "random" else "random"  # the stage that evaluates the first subnets
         kept = {s.name: s.kept for s in r.stages}[first]
         assert [c.stage for c in r.evaluated if not c.stage.startswith("generation")] == [first] * kept
+        if method != "random":  # the evolution stage keeps what its generations evaluated
+            bred = sum(c.stage.startswith("generation") for c in r.evaluated)
+            assert {s.name: s.kept for s in r.stages}["evolution"] == bred > 0
 
 
 def test_search_config_refuses_empty_runs_and_unknown_names() -> None:
