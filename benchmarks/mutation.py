@@ -169,6 +169,7 @@ def main() -> None:
     start = time.perf_counter()
     summary: list = []
     survivors: list = []
+    caught: dict[tuple[str, str], list[int]] = {}  # (module, first failing test) -> lines of the mutants
     for path, tests in modules.items():
         tests = [t for t in tests if (ROOT / t).exists()]
         file = ROOT / path
@@ -193,6 +194,8 @@ def main() -> None:
                             log.write(json.dumps({"module": path, "digest": digest, "k": k, "line": m.line,
                                                   "what": m.what, "verdict": verdict, "by": by}) + "\n")
                 killed += verdict != "survived"
+                if verdict != "survived":
+                    caught.setdefault((path, by.split("::")[-1] or verdict), []).append(m.line)
                 if verdict == "survived":
                     survivors.append((path, k, m))
                 print(f"{path} {k}/{len(every)} line {m.line}: {m.what}: {verdict} {by}", flush=True)
@@ -211,6 +214,10 @@ def main() -> None:
                      f"{100 * (n - killed) / max(n, 1):.1f}% |")
     lines += ["", "## Surviving mutants", "", "| module | mutant | line | mutation |", "|---|---|---|---|"]
     lines += [f"| {p} | {k} | {m.line} | {m.what} |" for p, k, m in survivors]
+    lines += ["", "## Which test caught them", "", "The first test to fail on each killed mutant (`pytest -x`; a test "
+              "further down the files may catch it too).", "", "| module | test | mutants | at lines |", "|---|---|---|---|"]
+    lines += [f"| {p} | {t} | {len(ls)} | {', '.join(map(str, sorted(set(ls))))} |"
+              for (p, t), ls in sorted(caught.items(), key=lambda kv: (kv[0][0], -len(kv[1])))]
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
