@@ -190,12 +190,15 @@ def test_the_calibrated_predictor_sums_each_kind_apart_and_restores_its_numbers(
         get_predictor("calibrated").fit(tiny, table, Measured(archs[:2], measured.latency_ms[:2]))
     with pytest.raises(PredictorError, match="needs at least 4 whole-model measurements, got 0"):
         get_predictor("flops").fit(tiny, table)
-    assert cal.features() == sorted({l.kind for l in tiny.distinct_layers()})
+    kinds = sorted({l.kind for l in tiny.distinct_layers()})
+    assert cal.features() == [*kinds, "mparams"]
     genes = np.stack([tiny.encode(a) for a in archs])
     x = cal._features(genes)
-    for kind, column in zip(cal.features(), x.T):
+    for kind, column in zip(kinds, x.T):
         assert column.tolist() == pytest.approx([sum(table.latency(l) for l in tiny.layers(a) if l.kind == kind)
                                                  for a in archs])
+    assert x[:, -1].tolist() == pytest.approx([tiny.params(a) / 1e6 for a in archs])
+    assert cal.coef[-1] >= 0  # ms per million parameters: the weights term never goes negative
     assert cal.predict_many(archs) == pytest.approx(cal.intercept + x @ cal.coef)
     path = cal.save(tmp_path / "tiny.calibrated.predictor.json")
     again = load_predictor(path, tiny, table)

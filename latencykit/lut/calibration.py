@@ -2,15 +2,23 @@
 
 A table's entries are measured layer by layer; inside a network layers cost a little more or less
 (cache state, fused kernels, memory layout: benchmarks/results/composition.md). A few whole subnets measured
-in the same rounds as the table fit one coefficient per layer group and an intercept:
+in the same rounds as the table fit one coefficient per layer group, an intercept and a weights term:
 
-    measured = intercept + sum_g c_g * (table entries of group g)
+    measured = intercept + sum_g c_g * (table entries of group g) + w * (million parameters)
 
 The coefficients share a free common scale c (the whole network against the sum of its layers, which
 differs from 1 by several percent on a busy CPU) and each c_g is pulled toward c (ridge on c_g - c,
 strength chosen by leave-one-out cross-validation): with little or collinear data the fit is one
 scale for every group plus an intercept, a group leaves it only when the measurements say so, and no
 coefficient goes negative.
+
+`w` (ms per million parameters, not pulled, never negative): on subnets measured in later sessions
+the fit with it erred less than without in 30 of 36 space x runtime x session cases (mean RMSPE 1.91%
+vs 2.08%, benchmarks/results/calibration_rules.md); without it, the more parameters a subnet had per
+table ms, the more it ran slower than predicted. Most likely
+weight traffic: a layer measured alone keeps its weights cached between runs, inside a network the
+other layers evict them. It is fitted, not measured: a chain of linear layers alone shows a smaller
+per-parameter cost than whole subnets do.
 """
 
 from __future__ import annotations
@@ -84,56 +92,60 @@ class GroupFit:
                    float(data["alpha"]), float(data["loo_rmspe_pct"]), int(data["n"]))
 
 
-def _solve(X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+def _solve(X: np.ndarray, y: np.ndarray, alpha: float, free: int = 0) -> tuple[np.ndarray, float]:
     """Least squares of y on an intercept and X with c_g >= 0, plus the ridge alpha * n * sum_g ((c_g - c)
     * S)^2 toward a free common scale c, S the mean table sum (so the penalty is on the coefficients
-    themselves: a small group, the head, cannot drift for free)."""
-    n, g = X.shape
-    s = max(float(X.sum(1).mean()), 1e-12)
-    # unknowns: intercept, then c - 1, then c_g - 1 for each group
+    themselves: a small group, the head, cannot drift for free). The last `free` columns of X are not
+    table sums: their coefficients start from 0, are not pulled, and stay >= 0."""
+    n = len(y)
+    g = X.shape[1] - free
+    s = max(float(X[:, :g].sum(1).mean()), 1e-12)
+    # unknowns: intercept, then c - 1, then c_g - 1 for each group, then the free coefficients
     A = np.vstack([np.column_stack([np.ones(n), np.zeros(n), X]),
-                   np.sqrt(alpha * n) * s * np.column_stack([np.zeros(g), -np.ones(g), np.eye(g)])])
-    b = np.concatenate([y - X.sum(1), np.zeros(g)])
+                   np.sqrt(alpha * n) * s * np.column_stack([np.zeros(g), -np.ones(g), np.eye(g), np.zeros((g, free))])])
+    b = np.concatenate([y - X[:, :g].sum(1), np.zeros(g)])
     sol, *_ = np.linalg.lstsq(A, b, rcond=None)
-    if np.any(sol[2:] < -1):  # a coefficient would go negative: solve with the bound c_g >= 0
-        lower = np.concatenate([[-np.inf, -np.inf], -np.ones(g)])
-        sol = lsq_linear(A, b, bounds=(lower, np.full(g + 2, np.inf))).x
-    return 1.0 + sol[2:], float(sol[0])
+    lower = np.concatenate([[-np.inf, -np.inf], -np.ones(g), np.zeros(free)])
+    if np.any(sol < lower):  # a coefficient would go negative: solve with the bounds
+        sol = lsq_linear(A, b, bounds=(lower, np.full(len(sol), np.inf))).x
+    return np.concatenate([1.0 + sol[2:2 + g], sol[2 + g:]]), float(sol[0])
 
 
-def loo_squared(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS) -> np.ndarray:
+def loo_squared(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS, free: int = 0) -> np.ndarray:
     """(alphas, n): each subnet's squared relative error when fit on the others, per ridge strength."""
     squared = np.empty((len(alphas), len(y)))
     for a, alpha in enumerate(alphas):
         for i in range(len(y)):
             mask = np.arange(len(y)) != i
-            c, b = _solve(X[mask], y[mask], alpha)
+            c, b = _solve(X[mask], y[mask], alpha, free)
             squared[a, i] = ((b + X[i] @ c - y[i]) / y[i]) ** 2
     return squared
 
 
-def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS) -> GroupFit:
-    """Fit measured = intercept + sum_g c_g X_g, each c_g ridge-regularised toward a common scale.
+def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ...] = ALPHAS,
+                           free: int = 0) -> GroupFit:
+    """Fit measured = intercept + sum_g c_g X_g (+ free terms), each c_g ridge-regularised toward a common scale.
 
-    X: (n, groups) per-group table sums (ms) of n subnets; y: (n,) their measured ms. The ridge
-    strength is the one with the lowest leave-one-out error (on ties, the strongest pull toward the
-    common scale), and that held-out RMSPE is reported. The one-standard-error rule (the strongest
-    pull within one standard error of the lowest) was the rule before: on subnets measured in later
-    sessions it was less accurate in 11 of 12 space x runtime x session cases
-    (benchmarks/results/calibration_rules.md).
+    X: (n, groups + free) per-group table sums (ms) of n subnets, then `free` other columns (the weights
+    term: million parameters); y: (n,) their measured ms. The ridge strength is the one with the lowest
+    leave-one-out error (on ties, the strongest pull toward the common scale), and that held-out RMSPE is
+    reported. The one-standard-error rule (the strongest pull within one standard error of the lowest)
+    was the rule before: on subnets measured in later sessions the lowest-error rule was at least as
+    accurate in 26 of 36 space x runtime x session cases (mean RMSPE 1.91% vs 1.98%,
+    benchmarks/results/calibration_rules.md).
     """
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
-    if X.ndim != 2 or y.shape != (len(X),):
-        raise ValueError(f"X must be (n, groups) and y (n,); got {X.shape} and {y.shape}")
+    if X.ndim != 2 or y.shape != (len(X),) or not 0 <= free < X.shape[1]:
+        raise ValueError(f"X must be (n, groups + {free}) and y (n,); got {X.shape} and {y.shape}")
     if len(y) < 3:
         raise ValueError(f"calibration needs at least 3 measured subnets, got {len(y)}")
-    keep = X.sum(0) > 0  # a group no subnet uses keeps its coefficient 1 (it never counts)
-    Xk = X[:, keep]
-    mean = loo_squared(Xk, y, alphas).mean(1)
+    # a group no subnet uses keeps its coefficient 1 (it never counts); an unused free term keeps 0
+    keep = X.sum(0) > 0
+    mean = loo_squared(X[:, keep], y, alphas, int(keep[X.shape[1] - free:].sum())).mean(1)
     chosen = max((a for a in range(len(alphas)) if mean[a] <= mean.min()), key=lambda a: alphas[a])
     alpha = alphas[chosen]
     rmspe = float(np.sqrt(mean[chosen]) * 100)
-    c, b = _solve(Xk, y, alpha)
-    coefficients = np.ones(X.shape[1])
+    c, b = _solve(X[:, keep], y, alpha, int(keep[X.shape[1] - free:].sum()))
+    coefficients = np.concatenate([np.ones(X.shape[1] - free), np.zeros(free)])
     coefficients[keep] = c
     return GroupFit(coefficients, b, alpha, rmspe, len(y))

@@ -420,13 +420,15 @@ class FlopsLinear(LinearOnFeatures):
 
 @PREDICTORS.register("calibrated")
 class CalibratedSum(LinearOnFeatures):
-    """measured = intercept + sum over layer kinds of coefficient x (that kind's table entries).
+    """measured = intercept + sum over layer kinds of coefficient x (that kind's table entries)
+    + ms per million parameters x million parameters.
 
     Isolated entries misjudge layers in context (cache state, fused parts): a whole network runs a
-    few % slower than its layers alone, more on a busy CPU. Each kind's coefficient is pulled toward
-    one common scale (ridge on coefficient - scale, strength chosen by leave-one-out), so with few
-    or collinear measurements it is the table sum times one factor plus an intercept, and its
-    numbers stay physical and printable.
+    few % slower than its layers alone, more on a busy CPU, and more the more weights it has. Each
+    kind's coefficient is pulled toward one common scale (ridge on coefficient - scale, strength
+    chosen by leave-one-out), so with few or collinear measurements it is the table sum times one
+    factor plus an intercept and a weights term (latencykit.lut.calibration), and its numbers stay
+    physical and printable.
     """
 
     name = "calibrated"
@@ -434,7 +436,7 @@ class CalibratedSum(LinearOnFeatures):
     min_measurements = 3
 
     def features(self) -> list[str]:
-        return self.groups
+        return [*self.groups, "mparams"]
 
     def _prepare(self) -> None:
         ms = entries_ms(self.table)
@@ -443,14 +445,15 @@ class CalibratedSum(LinearOnFeatures):
                              for g in self.groups}
 
     def _features(self, genes: np.ndarray) -> np.ndarray:
-        return np.column_stack([self.space.evaluate(self.group_values[g], genes) for g in self.groups])
+        return np.column_stack([self.space.evaluate(self.group_values[g], genes) for g in self.groups]
+                               + [self.space.evaluate(self.space.params_values, genes) / 1e6])
 
     def _fit(self) -> None:
         from latencykit.lut.calibration import fit_group_coefficients
 
         self._prepare()
         x, y = self._design()
-        fit = fit_group_coefficients(x, y)
+        fit = fit_group_coefficients(x, y, free=1)
         self.coef, self.intercept = fit.coefficients, fit.intercept_ms
         self.fit_info = {"alpha": fit.alpha, "loo_rmspe_pct": fit.loo_rmspe_pct, "n": fit.n}
 
