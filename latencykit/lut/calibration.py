@@ -13,8 +13,8 @@ scale for every group plus an intercept, a group leaves it only when the measure
 coefficient goes negative.
 
 `w` (ms per million parameters, not pulled, never negative): on subnets measured in later sessions
-the fit with it erred less than without in 30 of 36 space x runtime x session cases (mean RMSPE 1.91%
-vs 2.08%, benchmarks/results/calibration_rules.md); without it, the more parameters a subnet had per
+the fit with it erred less than without in 38 of 48 space x runtime x session cases over four runs,
+one of them run after the term was chosen (mean RMSPE 2.00% vs 2.17%, benchmarks/results/calibration_rules.md); without it, the more parameters a subnet had per
 table ms, the more it ran slower than predicted. Most likely
 weight traffic: a layer measured alone keeps its weights cached between runs, inside a network the
 other layers evict them. It is fitted, not measured: a chain of linear layers alone shows a smaller
@@ -131,7 +131,7 @@ def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ..
     leave-one-out error (on ties, the strongest pull toward the common scale), and that held-out RMSPE is
     reported. The one-standard-error rule (the strongest pull within one standard error of the lowest)
     was the rule before: on subnets measured in later sessions the lowest-error rule was at least as
-    accurate in 26 of 36 space x runtime x session cases (mean RMSPE 1.91% vs 1.98%,
+    accurate in 36 of 48 space x runtime x session cases (mean RMSPE 2.00% vs 2.07%,
     benchmarks/results/calibration_rules.md).
     """
     X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
