@@ -166,6 +166,22 @@ def test_mutation_redraws_genes_with_their_probability(tiny) -> None:
     assert (out[:, depth & varied] != parent[0, depth & varied]).all() and (out[:, ~depth] == parent[0, ~depth]).all()
 
 
+def test_uniform_crossover_draws_both_parents_from_all_and_mixes_genes_evenly(tiny) -> None:
+    """Parents made of one value each (0, 1, 2): every parent is drawn as often as first or second
+    parent (each value a third of all genes; the best parent is not left out), and a child of two
+    different parents takes each gene from either with probability 1/2 (its majority parent gives about
+    0.59 of 20 genes, not the 0.75+ of a lopsided mix)."""
+    run = new_run(tiny, Budget(), seed=0)
+    genes = 20
+    parents = np.repeat(np.arange(3)[:, None], genes, axis=1)
+    kids = run.crossover(parents, 600)
+    shares = np.bincount(kids.ravel(), minlength=3) / kids.size
+    assert np.allclose(shares, 1 / 3, atol=0.04), shares
+    mixed = [k for k in kids if len(np.unique(k)) == 2]
+    majority = np.mean([np.bincount(k).max() / genes for k in mixed])
+    assert len(mixed) > 300 and 0.55 < majority < 0.65, majority
+
+
 def test_children_draw_batch_after_batch_until_there_are_enough(tiny) -> None:
     run = new_run(tiny, Budget(latency_ms=1e9), flops_ms(tiny), crossover=0.0, seed=0)
     parent = tiny.sample_genes(1, 0)
