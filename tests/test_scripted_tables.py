@@ -26,7 +26,7 @@ from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol, export_call, export_reference
 from latencykit.lut.removal import choose_references, profile_removal, removable
 from latencykit.lut.table import load_table
-from latencykit.lut.validate import ANCHORS, evaluate, measure_archs, sample_archs
+from latencykit.lut.validate import ANCHORS, evaluate, measure_archs, sample_archs, save
 from latencykit.space import SearchSpace, load_space
 
 from scripted_device import ScriptedDevice
@@ -136,7 +136,7 @@ def _kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
     return (conc - disc) / math.sqrt((conc + disc + tx) * (conc + disc + ty))
 
 
-def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) -> None:
+def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated, tmp_path) -> None:
     """Whole subnets cost BASE + 0.8 x their entries, so the table's sums run high by a known amount.
     The device runs 25% slower than when the table was profiled (another session), and drifts 30% more
     in round 2: measured through the table's calibration subnets, whole models come out on its scale."""
@@ -169,6 +169,12 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated) ->
     assert v.metrics.kendall_tau == pytest.approx(_kendall_tau(predicted, measured))
     assert v.noise_floor.rmse_ms == pytest.approx(0.0, abs=1e-9) and v.noise_floor.within_5_pct == 100.0
     check_scatter_figure(v, predicted, measured)
+    out = tmp_path / "validation"
+    for _ in range(2):  # saving again into the same folder replaces the files
+        files = save(v, out)
+    assert json.loads(files["json"].read_text())["predicted_ms"] == pytest.approx(predicted, rel=1e-12)
+    assert files["plot"].read_bytes()[:4] == b"\x89PNG" and sorted(f.name for f in out.iterdir()) == [
+        "validation-isolated.json", "validation-isolated.png"]
 
 
 def check_scatter_figure(v, predicted: list[float], measured: list[float]) -> None:

@@ -357,8 +357,10 @@ def test_infeasible_budget_names_the_floor_and_returns_at_once(tiny, table) -> N
     shown = re.search(r"reaches on host is ([0-9.e+-]+) ms", str(err.value))  # rounded for reading
     assert shown and float(shown.group(1)) == pytest.approx(floor, rel=0.05), str(err.value)
     assert str(err.value).split(": ", 1)[1].startswith("the smallest latency")  # the bound that failed first
-    with pytest.raises(LatencykitError, match=r"smallest params are 0.0117 M"):
+    with pytest.raises(LatencykitError, match=r"smallest params are 0.0117 M") as err:
         search(tiny, params_score(tiny), Budget(params=1000), None, SearchConfig(), device="host")
+    least = float(np.min(tiny.evaluate(tiny.flops_values, np.zeros((1, len(tiny.genes)), dtype=np.int64))))
+    assert f"the smallest FLOPs {least / 1e6:.4g} M" in str(err.value)
     assert time.perf_counter() - start < 10
     with pytest.raises(LatencykitError, match="needs a latency table"):
         search(tiny, params_score(tiny), Budget(latency_ms=1.0), None)
