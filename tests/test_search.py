@@ -116,6 +116,14 @@ def test_skeletons_come_in_rank_order_or_drawn_from_the_top_share(tiny) -> None:
         return sorted(m["flops"].tolist())
 
     assert any(skeletons(s, 1.0) != skeletons(s, 0.0) for s in range(3))
+    # a pool of the fullest 20%: 12 distinct skeletons, each at least as full as the pool's last one
+    for seed in range(5):
+        run = new_run(tiny, budget, population=12, coarse_samples=500, skeleton_pool=0.2, seed=seed)
+        rows, m = run.coarse()
+        check = new_run(tiny, budget, population=12, coarse_samples=500, seed=seed)
+        fm = check._new_feasible(tiny.sample_genes(500, check.rng))[1]
+        share = np.sort(check.c.fullness(fm))[::-1][: max(12, int(len(fm["flops"]) * 0.2))]
+        assert len(np.unique(rows, axis=0)) == 12 and (run.c.fullness(m) >= share[-1]).all(), seed
 
 
 def test_random_feasible_draws_until_it_has_enough(tiny) -> None:
