@@ -169,8 +169,8 @@ def test_validation_metrics_equal_hand_computed_values(mini, costs, isolated, tm
     assert v.metrics.kendall_tau == pytest.approx(_kendall_tau(predicted, measured))
     assert v.noise_floor.rmse_ms == pytest.approx(0.0, abs=1e-9) and v.noise_floor.within_5_pct == 100.0
     check_scatter_figure(v, predicted, measured)
-    out = tmp_path / "validation"
-    for _ in range(2):  # saving again into the same folder replaces the files
+    out = tmp_path / "runs" / "validation"
+    for _ in range(2):  # into a new nested folder, then again into the same one: the files are replaced
         files = save(v, out)
     assert json.loads(files["json"].read_text())["predicted_ms"] == pytest.approx(predicted, rel=1e-12)
     assert files["plot"].read_bytes()[:4] == b"\x89PNG" and sorted(f.name for f in out.iterdir()) == [
