@@ -231,6 +231,27 @@ def test_a_search_evaluates_every_feasible_subnet_once_then_stops(tiny, everythi
     assert r.stages[-1].table_evaluations == 3 * stalled
 
 
+def test_the_evolution_stops_after_max_stalls_generations_in_a_row_find_nothing(tiny, everything, monkeypatch) -> None:
+    """The stall count restarts whenever a generation finds something: the run ends with exactly
+    MAX_STALLS empty generations after the last one that found children."""
+    from latencykit.nas.search import MAX_STALLS, _Search
+
+    latency = flops_ms(tiny)
+    budget = Budget(latency_ms=float(np.sort(latency(everything))[29]))
+    found: list[int] = []
+    children = _Search.children
+
+    def counted(self, parents, n, p_depth, p_layer):
+        rows, m = children(self, parents, n, p_depth, p_layer)
+        found.append(len(rows))
+        return rows, m
+
+    monkeypatch.setattr(_Search, "children", counted)
+    r = search(tiny, params_score(tiny), budget, latency, SearchConfig(**{**SMALL, "population": 6, "generations": 50}))
+    assert r.accuracy_evaluations == 30 and sum(found) == 30 - 6  # the skeletons, then every other one
+    assert found[-MAX_STALLS:] == [0] * MAX_STALLS and found[-MAX_STALLS - 1] > 0
+
+
 def test_generations_bound_the_evolution(tiny) -> None:
     def run(**config) -> list[str]:
         r = search(tiny, params_score(tiny), Budget(params=1e9), None,

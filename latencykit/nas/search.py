@@ -32,6 +32,14 @@ from latencykit.space import SearchSpace
 LatencyFn = Callable[[np.ndarray], np.ndarray]
 METHODS = ("coarse-to-fine", "evolution", "random")
 SKELETON_RANKS = ("fullness", "params", "flops")
+# Sampling sizes inside the loops: how many random rows one draw takes, how many rows an infeasible-budget
+# message is computed over, how many children are drawn to find k new feasible ones, and how many
+# generations in a row may find nothing new before the evolution stops.
+RANDOM_DRAW = 4096
+SEED_DRAW = 1024
+FLOOR_ROWS = 256
+CHILD_DRAW_FACTOR, CHILD_DRAW_EXTRA = 4, 8  # 4k + 8 candidates for k children
+MAX_STALLS = 3
 
 
 @dataclass(frozen=True)
@@ -240,7 +248,7 @@ class _Search:
         drawn = []
         for _ in range(self.config.tries):
             rows = self.space.sample_genes(samples, self.rng)
-            drawn.append(rows[:256])
+            drawn.append(rows[:FLOOR_ROWS])
             new, m = self._new_feasible(rows)
             for k in new:
                 self.seen.add(k.tobytes())
@@ -285,7 +293,7 @@ class _Search:
             for kind, k in need.items():
                 if k <= 0:
                     continue
-                batch = 4 * k + 8
+                batch = CHILD_DRAW_FACTOR * k + CHILD_DRAW_EXTRA
                 rows = (self.crossover(parents, batch) if kind == "crossover"
                         else self.mutate(parents, batch, p_depth, p_layer))
                 new, m = self._new_feasible(rows)
@@ -314,7 +322,7 @@ class _Search:
         rows, m = self._new_feasible(self.space.sample_genes(cfg.coarse_samples, self.rng))
         if not len(rows):
             if not self._smallest_feasible():
-                raise self.c.floor(self.space.sample_genes(min(cfg.coarse_samples, 4096), self.rng), self.device)
+                raise self.c.floor(self.space.sample_genes(min(cfg.coarse_samples, RANDOM_DRAW), self.rng), self.device)
             rows, m = self._new_feasible(np.zeros((1, len(self.space.genes)), dtype=np.int64))
         rank = self.c.fullness(m) if cfg.skeleton_rank == "fullness" else m[cfg.skeleton_rank]
         order = np.argsort(-rank, kind="stable")
@@ -340,9 +348,9 @@ class _Search:
         self._stage(first, t0, tables0, evals0, len(rows))
         t0, tables0, evals0 = time.perf_counter(), self.c.table_evaluations, len(self.evaluated)
         # `generations` ends the loop, unless an explicit evaluation count asks for more (baselines at
-        # equal evaluations); then it ends there, after 3 generations finding nothing new, or at 10x.
+        # equal evaluations); then it ends there, after MAX_STALLS generations finding nothing new, or at 10x.
         stalls, g = 0, 0
-        while self._budget_left() > 0 and stalls < 3 and g < (10 * cfg.generations + 10 if cfg.evaluations
+        while self._budget_left() > 0 and stalls < MAX_STALLS and g < (10 * cfg.generations + 10 if cfg.evaluations
                                                               else cfg.generations):
             g += 1
             kids, km = self.children(self.parents(), min(cfg.population, self._budget_left()), p_depth, p_layer)
@@ -353,7 +361,7 @@ class _Search:
 
     def random(self) -> None:
         t0, tables0 = time.perf_counter(), self.c.table_evaluations
-        rows, m = self.random_feasible(self.config.max_evaluations, 4096)
+        rows, m = self.random_feasible(self.config.max_evaluations, RANDOM_DRAW)
         self.evaluate(rows, m, "random")
         self._stage("random", t0, tables0, 0, len(self.evaluated))
 
@@ -364,7 +372,7 @@ class _Search:
             self.evolve(rows, m, cfg.p_depth, cfg.p_layer, "skeletons")
         elif cfg.method == "evolution":
             t0, tables0 = time.perf_counter(), self.c.table_evaluations
-            rows, m = self.random_feasible(cfg.population, 1024)
+            rows, m = self.random_feasible(cfg.population, SEED_DRAW)
             rows, m = rows[: cfg.population], {k: v[: cfg.population] for k, v in m.items()}
             self._stage("initial population", t0, tables0, 0, len(rows))
             self.evolve(rows, m, cfg.evolution_p, cfg.evolution_p, "random seeds")
@@ -384,7 +392,7 @@ def search(space: SearchSpace, score: Callable[[Arch], float], budget: Budget,
     run = _Search(space, constraints, score, config, device)
     run.run()
     if not run.evaluated:
-        raise constraints.floor(space.sample_genes(1024, config.seed), device)
+        raise constraints.floor(space.sample_genes(SEED_DRAW, config.seed), device)
     best = max(run.evaluated, key=lambda c: c.score)
     return SearchResult(space.name, device, config.method, budget, signal, signal_kind, best, run.evaluated,
                         run.stages, asdict(config))
