@@ -31,7 +31,7 @@ from latencykit.arch import Arch
 from latencykit.lut.calibration import ALPHAS, _solve, loo_squared
 from latencykit.lut.predictors import resolve_predictor
 from latencykit.lut.table import LatencyTable
-from latencykit.lut.validate import Metrics, anchor_picks
+from latencykit.lut.validate import Measurements, Metrics, anchor_picks
 from latencykit.space import load_space
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,13 +56,11 @@ def on_scale(m: dict, anchors: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def measured(m: dict, a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
-    """The mean of the two passes; the median of three where a third pass was measured (as validate)."""
+    """Validate's own rule (Measurements.measured) on passes `a`, `b` rescaled; a third pass follows the first's scale."""
     third = m.get("third_ms")
-    mean = (a[:n] + b[:n]) / 2
-    if not third:
-        return mean
-    t = np.array([np.nan if v is None else v for v in third[:n]]) * (a[:n] / np.array(m["first_ms"][:n]))
-    return np.where(np.isnan(t), mean, np.median(np.stack([a[:n], b[:n], np.nan_to_num(t)]), axis=0))
+    t = (np.array([np.nan if v is None else v for v in third[:n]], dtype=float) * (a[:n] / np.array(m["first_ms"][:n]))
+         if third else None)
+    return Measurements([], a[:n], b[:n], a[:n], 0.0, third=t).measured
 
 
 def variants() -> list[tuple[str, str, str]]:

@@ -141,11 +141,12 @@ def fit_group_coefficients(X: np.ndarray, y: np.ndarray, alphas: tuple[float, ..
         raise ValueError(f"calibration needs at least 3 measured subnets, got {len(y)}")
     # a group no subnet uses keeps its coefficient 1 (it never counts); an unused free term keeps 0
     keep = X.sum(0) > 0
-    mean = loo_squared(X[:, keep], y, alphas, int(keep[X.shape[1] - free:].sum())).mean(1)
+    kept_free = int(keep[X.shape[1] - free:].sum())
+    mean = loo_squared(X[:, keep], y, alphas, kept_free).mean(1)
     chosen = max((a for a in range(len(alphas)) if mean[a] <= mean.min()), key=lambda a: alphas[a])
     alpha = alphas[chosen]
     rmspe = float(np.sqrt(mean[chosen]) * 100)
-    c, b = _solve(X[:, keep], y, alpha, int(keep[X.shape[1] - free:].sum()))
+    c, b = _solve(X[:, keep], y, alpha, kept_free)
     coefficients = np.concatenate([np.ones(X.shape[1] - free), np.zeros(free)])
     coefficients[keep] = c
     return GroupFit(coefficients, b, alpha, rmspe, len(y))
