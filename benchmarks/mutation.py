@@ -12,9 +12,9 @@ the module files while it runs and restores them after each mutant.
 Run: python benchmarks/mutation.py [--module PATH=TEST[,TEST...]]... [--timeout 120] [--only 3,7,10-12]
      [--log FILE.jsonl]
 (`--only`: those mutants alone, numbered as the run prints them, e.g. to re-check survivors.)
-`--log`: one JSON line per mutant (module digest, number, line, mutation, verdict, the first failing test);
-a run given the same log skips the mutants it already holds for the same module source, so an interrupted
-run resumes. Writes benchmarks/results/mutation.md (or --out PATH).
+`--log`: one JSON line per mutant (digest of the module's code, number, line, mutation, verdict, the first
+failing test); a run given the same log skips the mutants it already holds for the same code (docstrings and
+comments may change), so an interrupted run resumes. Writes benchmarks/results/mutation.md (or --out PATH).
 """
 
 from __future__ import annotations
@@ -146,12 +146,21 @@ def run_tests(tests: list[str], timeout: float) -> tuple[str, str]:
     return "killed", failed.group(1) if failed else f"exit {r.returncode}"
 
 
-def _logged(log: Path | None, path: str, digest: str) -> dict[int, tuple[str, str]]:
-    """Verdicts already in the log for this module's exact source, by mutant number."""
+def digest(source: str) -> str:
+    """The module's code and line numbers without docstrings or comments: editing those keeps a log valid."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):  # a statement that is a string alone: a docstring, of a module, class, function or setting
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            node.value.value = ""
+    return hashlib.sha256(ast.dump(tree, include_attributes=True).encode()).hexdigest()[:12]
+
+
+def _logged(log: Path | None, path: str, code: str) -> dict[int, tuple[str, str]]:
+    """Verdicts already in the log for this module's code (see `digest`), by mutant number."""
     if log is None or not log.exists():
         return {}
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    return {r["k"]: (r["verdict"], r["by"]) for r in rows if r["module"] == path and r["digest"] == digest}
+    return {r["k"]: (r["verdict"], r["by"]) for r in rows if r["module"] == path and r["digest"] == code}
 
 
 def main() -> None:
@@ -174,10 +183,10 @@ def main() -> None:
         tests = [t for t in tests if (ROOT / t).exists()]
         file = ROOT / path
         original = file.read_text()
-        digest = hashlib.sha256(original.encode()).hexdigest()[:12]
+        code = digest(original)
         every = mutants(original)
         found = [(k, m) for k, m in enumerate(every, 1) if not only or k in only]
-        done = _logged(args.log, path, digest)
+        done = _logged(args.log, path, code)
         killed = 0
         try:
             file.write_text(ast.unparse(ast.parse(original)) + "\n")
@@ -191,7 +200,7 @@ def main() -> None:
                     verdict, by = run_tests(tests, args.timeout)
                     if args.log:
                         with args.log.open("a") as log:
-                            log.write(json.dumps({"module": path, "digest": digest, "k": k, "line": m.line,
+                            log.write(json.dumps({"module": path, "digest": code, "k": k, "line": m.line,
                                                   "what": m.what, "verdict": verdict, "by": by}) + "\n")
                 killed += verdict != "survived"
                 if verdict != "survived":

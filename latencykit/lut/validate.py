@@ -30,7 +30,7 @@ from latencykit.space import SearchSpace
 ANCHORS = 20
 """Calibration subnets (spread over the set; all of a default set) measured again to put whole models
 on a table's scale. With 5, the scale's own error (each anchor carries the noise of its reading then
-and now) raised the test-retest noise floor by up to 67% in some sessions and shifted every subnet
+and now) raised the test-retest noise floor by up to 80% in some sessions and shifted every subnet
 of a session alike (benchmarks/results/calibration_rules.md)."""
 RETEST = 0.05
 """Two passes of a subnet further apart than this (relative) get a third, and the median of three
