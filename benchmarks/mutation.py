@@ -152,6 +152,7 @@ def digest(source: str) -> str:
     for node in ast.walk(tree):  # a statement that is a string alone: a docstring, of a module, class, function or setting
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
             node.value.value = ""
+            node.end_col_offset = node.value.end_col_offset = 0
     return hashlib.sha256(ast.dump(tree, include_attributes=True).encode()).hexdigest()[:12]
 
 
