@@ -243,9 +243,10 @@ def test_removal_profile_through_the_cli_stops_on_ctrl_c_and_resumes(mini, costs
         assert written.latency(spec) == pytest.approx(want, rel=1e-9)
 
 
-def test_measuring_without_a_table_gives_drift_corrected_ms_now(mini, costs) -> None:
+def test_measuring_without_a_table_gives_drift_corrected_ms_now(mini, costs, tmp_path, monkeypatch) -> None:
     """No table: whole models come out in ms on the reference block's scale now (the device 25% slower
-    than at profiling, one round drifted 30% more), measured twice."""
+    than at profiling, one round drifted 30% more), measured twice; the exports go to the cache given."""
+    monkeypatch.setenv("LATENCYKIT_HOME", str(tmp_path / "elsewhere"))
     cache = costs[0]
     archs = sample_archs(mini, 3, seed=4)
     dev = device(costs, drift=lambda r: 1.25 * (1.3 if r % QUICK.rounds == 2 else 1.0))
@@ -254,6 +255,7 @@ def test_measuring_without_a_table_gives_drift_corrected_ms_now(mini, costs) -> 
     now = [1.25 * network_ms(mini.layers(a)) for a in archs]
     assert m.scale == "reference block" and m.measured == pytest.approx(now, rel=1e-12)
     assert m.first == pytest.approx(m.second, rel=1e-12) and m.by_reference == pytest.approx(now, rel=1e-12)
+    assert not (tmp_path / "elsewhere").exists()  # nothing written to the default cache
 
 
 def test_a_table_with_no_reference_and_no_calibration_is_refused_before_measuring(mini, costs, isolated) -> None:
