@@ -493,7 +493,9 @@ def test_learned_latency_predictors_plug_in(tiny, table, home) -> None:
     assert layer.label == "layer"
     budget = Budget(latency_ms=float(np.median(layer.predict_genes(tiny.sample_genes(500, 0)))))
     r = search(tiny, params_score(tiny), budget, layer.predict_genes, SearchConfig(**SMALL))
-    assert all(layer.predict(c.arch) <= budget.latency_ms for c in r.evaluated)
+    # the budget is a median of the same predictions, so ties at the budget are likely: allow the rounding of a
+    # per-architecture sum against the vectorised one
+    assert all(layer.predict(c.arch) <= budget.latency_ms * (1 + 1e-9) for c in r.evaluated)
     # the table's own calibration subnets make `calibrated` (and so `auto`) available without `fit`
     n = len(table.calibration_set(tiny)[0])
     assert resolve_predictor("auto", tiny, table, default_path("host", tiny.name)).label == f"calibrated(n={n})"
