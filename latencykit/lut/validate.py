@@ -40,8 +40,8 @@ robustness run had passes 5-8% apart)."""
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=15, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
                                 ref_every=10, extra_rounds=4, cv_threshold=0.04)
 """Whole subnets, fewer runs per round than layers but as many rounds as a table: on host one reading
-spreads by 5-7% across rounds, and two sessions of a subnet differed by 4.5% (RMS) after 7 rounds,
-2.3% after 15 and 2.2% after 30 (benchmarks/results/whole_model_noise.md)."""
+spreads by 5-8% across rounds, and two sessions of a subnet differed by 4.5-5.9% (RMS) after 7 rounds,
+2.3-4.4% after 15 and 1.9-2.9% after 30, in three processes (benchmarks/results/whole_model_noise.md)."""
 
 
 @dataclass(frozen=True)
