@@ -4,6 +4,10 @@ With one thread the runtime computes on the calling thread, so that thread's CPU
 and is immune to other processes sharing the cores (wall time inflates a 12 ms model 2-3x under
 load, but a 1 ms reference block hardly at all, which no reference correction can undo). With more
 threads only wall time means latency.
+
+A layer run back to back finds its weights in the core's cache, where inside a network the other
+layers have just pushed them out; `Evictor` writes a buffer through the cache before every timed run
+so both meet the same cache state (benchmarks/results/composition.md, eviction.md).
 """
 
 from __future__ import annotations
@@ -27,11 +31,27 @@ def resolve(threads: int, clock: str = "auto") -> str:
     return ("cpu" if threads == 1 else "wall") if clock == "auto" else clock
 
 
-def median_ms(run: Callable[[], object], runs: int, clock: str) -> float:
-    """Median latency in ms of `runs` back-to-back calls of `run`."""
+class Evictor:
+    """Writes `mib` MiB, one store per 64-byte cache line, pushing earlier data out of the core's caches."""
+
+    def __init__(self, mib: float) -> None:
+        if not mib >= 0:
+            raise ValueError("the eviction buffer must be 0 MiB (off) or more")
+        self.mib = float(mib)
+        self.buffer = np.zeros(int(mib * 2**20) // 8)
+
+    def __call__(self) -> None:
+        self.buffer[::8] += 1.0
+
+
+def median_ms(run: Callable[[], object], runs: int, clock: str,
+              before: Callable[[], object] | None = None) -> float:
+    """Median latency in ms of `runs` calls of `run`, each after an untimed call of `before` if given."""
     now = time.thread_time if clock == "cpu" else time.perf_counter
     times = np.empty(runs)
     for i in range(runs):
+        if before is not None:
+            before()
         t0 = now()
         run()
         times[i] = now() - t0

@@ -1,0 +1,52 @@
+"""How in-process devices time a run: untimed work before each run, and cache eviction."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from latencykit.devices import get_device
+from latencykit.devices.clock import Evictor, median_ms
+from latencykit.export import export_onnx
+
+
+def test_before_runs_once_before_every_run_and_is_not_timed():
+    calls = []
+
+    def burn() -> None:  # 20 ms of CPU time, which the cpu clock would count if it were timed
+        calls.append(("before", time.thread_time()))
+        t = time.thread_time()
+        while time.thread_time() - t < 0.02:
+            pass
+
+    ms = median_ms(lambda: calls.append(("run", 0.0)), 5, "cpu", burn)
+    assert [kind for kind, _ in calls] == ["before", "run"] * 5
+    assert ms < 5.0
+
+
+def test_evictor_stores_into_every_cache_line_of_its_buffer():
+    evict = Evictor(0.5)
+    assert evict.buffer.nbytes == 2**19
+    evict()
+    evict()
+    lines = evict.buffer.reshape(-1, 8)  # 8 float64 per 64-byte line
+    assert (lines[:, 0] == 2.0).all() and (lines[:, 1:] == 0.0).all()
+
+
+@pytest.mark.parametrize("mib", [-1.0, float("nan")])
+def test_a_negative_or_nan_eviction_is_refused(mib):
+    with pytest.raises(ValueError, match="eviction"):
+        get_device("host", evict_mib=mib)
+
+
+def test_host_records_its_eviction_and_a_layer_pays_for_weights_pushed_out_of_cache(tmp_path):
+    """A 576 KiB weight fits in this CPU's L2: run back to back it stays there, after 8 MiB written it does not."""
+    path = tmp_path / "linear.onnx"
+    export_onnx(torch.nn.Linear(384, 384), (torch.zeros(1, 384),), path)
+    warm, evicting = get_device("host", evict_mib=0), get_device("host")
+    assert warm.describe()["evict_mib"] == 0.0 and evicting.describe()["evict_mib"] == 8.0
+    handle = warm.open(path)
+    pairs = [(warm.measure(handle, 20), evicting.measure(handle, 20)) for _ in range(7)]
+    ratio = np.median([b for _, b in pairs]) / np.median([a for a, _ in pairs])
+    assert ratio > 1.1, pairs
