@@ -51,7 +51,8 @@ class Device(ABC):
 
     @abstractmethod
     def measure(self, handle: Any, runs: int) -> float:
-        """Median latency in ms of `runs` back-to-back inferences."""
+        """Median latency in ms of `runs` inferences, back to back or each after the device's own untimed
+        preparation (host writes through the cache first)."""
 
     def close(self, handle: Any) -> None:
         """Release what `open` took (sessions, pushed files)."""
