@@ -7,7 +7,7 @@ threads only wall time means latency.
 
 A layer run back to back finds its weights in the core's cache, where inside a network the other
 layers have just pushed them out; `Evictor` writes a buffer through the cache before every timed run
-so both meet the same cache state (benchmarks/results/composition.md, eviction.md).
+so both meet the same cache state (benchmarks/results/composition.md).
 """
 
 from __future__ import annotations
