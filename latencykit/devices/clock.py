@@ -37,7 +37,6 @@ class Evictor:
     def __init__(self, mib: float) -> None:
         if not mib >= 0:
             raise ValueError("the eviction buffer must be 0 MiB (off) or more")
-        self.mib = float(mib)
         self.buffer = np.zeros(int(mib * 2**20) // 8)
 
     def __call__(self) -> None:
