@@ -42,9 +42,9 @@ class HostOnnxDevice(Device):
     Timing follows latencykit.devices.clock: the calling thread's CPU time with one thread. Before
     every timed run `evict_mib` MiB are written through the cache (0: off), so a layer measured alone
     meets the cache state it meets inside a network, its weights pushed out by the other layers: run
-    back to back instead, layers summed 2-6% below their whole network on average (autovit-xxs, -xs,
-    -s), and an 8 MiB write brought each space's mean to within about 2%; 12 MiB overshot on
-    autovit-xs (benchmarks/results/composition.md). Whole models are timed the same way.
+    back to back instead, layers summed 2-10% below their whole network on average (autovit-xxs, -xs,
+    -s, three processes), and an 8 MiB write narrowed that by 1.5-4 points in every process; 12 MiB
+    overshot on autovit-xs (benchmarks/results/composition.md). Whole models are timed the same way.
     """
 
     format = "onnx"
