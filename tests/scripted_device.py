@@ -2,7 +2,8 @@
 
 Each model file costs a given number of ms. On top of that the device's speed is scripted: a drift
 factor per round (the whole device runs that much slower in that round, reference block included),
-noise factors for chosen models (cycled through their timed measurements), and a slow warm-up (the
+a wander factor per measurement (the device's speed changing within rounds, by how many measurements
+it has made), noise factors for chosen models (cycled through their timed measurements), and a slow warm-up (the
 first measurement after `open`). It counts every call, so a test can tell which models were measured
 how often, and it can stop in a chosen round the way Ctrl-C would.
 
@@ -38,11 +39,11 @@ class ScriptedDevice(Device):
 
     def __init__(self, costs: Mapping[Path, float], reference: Path, drift: Callable[[int], float] = lambda r: 1.0,
                  noise: Mapping[Path, Sequence[float]] | None = None, warmup_factor: float = 1.0,
-                 stop_in_round: int | None = None) -> None:
+                 stop_in_round: int | None = None, wander: Callable[[int], float] = lambda i: 1.0) -> None:
         self.costs = {_key(p): float(ms) for p, ms in costs.items()}
         self.reference = _key(reference)
         self.drift, self.noise, self.warmup_factor = drift, {_key(p): list(f) for p, f in (noise or {}).items()}, warmup_factor
-        self.stop_in_round = stop_in_round
+        self.stop_in_round, self.wander, self.calls = stop_in_round, wander, 0
         self.round = -1
         self.timed: Counter[Path] = Counter()  # measurements after the warm-up, per model file
         self.runs: dict[Path, set[int]] = {}  # the `runs` asked for after the warm-up, per model file
@@ -67,7 +68,8 @@ class ScriptedDevice(Device):
         if path == self.reference and self._last == self.reference:
             self.round += 1
         self._last = path
-        ms = self.costs[path] * self.drift(self.round)
+        ms = self.costs[path] * self.drift(self.round) * self.wander(self.calls)
+        self.calls += 1
         if handle.measured == 0:
             ms *= self.warmup_factor
         else:

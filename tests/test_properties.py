@@ -163,7 +163,8 @@ def test_a_truncated_table_is_refused(cut, table_bytes, tmp_path_factory) -> Non
 ROUNDS = st.lists(st.fixed_dictionaries({
     "phase": st.sampled_from(["base", "extra"]),
     "raw": st.dictionaries(st.sampled_from(["a", "b", "c"]), st.floats(min_value=0.001, max_value=1e3), min_size=1),
-    "ref": st.lists(st.floats(min_value=0.001, max_value=1e3), min_size=1, max_size=3)}), max_size=6)
+    "ref": st.lists(st.floats(min_value=0.001, max_value=1e3), min_size=1, max_size=3)}).map(
+        lambda r: {**r, "ref_at": sorted(min(i, len(r["raw"])) for i in range(len(r["ref"])))}), max_size=6)
 
 
 @given(rounds=ROUNDS, cut=st.integers(min_value=0), tail=st.binary(max_size=20))

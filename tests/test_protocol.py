@@ -54,6 +54,19 @@ def test_drift_factor_is_divided_out(drift_from: int, scale: float, tmp_path: Pa
     assert dev.timed == {**{m: PROTOCOL.rounds for m in MODELS.values()}, REF: 2 * PROTOCOL.rounds}
 
 
+def test_speed_wandering_within_rounds_is_divided_out_by_the_references_beside_each_model() -> None:
+    """The device's speed wanders smoothly from measurement to measurement (+-30%, a period of about 30
+    measurements, so every round sees slow and fast stretches). With the reference measured beside
+    every model, each measurement is divided by the reference's speed where it ran: every model's
+    median lands within 1% of its cost although its raw figures spread by more than 10%."""
+    wander = lambda i: 1.0 + 0.3 * math.sin(i / 5.0)  # noqa: E731
+    stats = measure_models(device(wander=wander), MODELS, REF, replace(PROTOCOL, ref_every=1, extra_rounds=0))
+    for k, ms in COSTS.items():
+        assert stats[k].latency_ms == pytest.approx(ms * stats[REF_KEY].latency_ms / REF_MS, rel=0.01)
+        assert stats[k].cv < 0.02
+    assert stats[REF_KEY].q3_ms / stats[REF_KEY].q1_ms > 1.1  # the reference's own figures are raw: they wander
+
+
 def test_only_the_noisy_entry_gets_extra_rounds() -> None:
     """`b` varies by +-15% from run to run (CV about 0.13, above 0.05): it alone is measured again.
     Its median and quartiles are those of its 10 figures, interpolated linearly."""
@@ -132,13 +145,17 @@ def test_progress_counts_every_measurement_once() -> None:
 
 
 @pytest.mark.parametrize("bad", [
-    {"phase": "base", "raw": {"a": -1.0}, "ref": [4.0]},           # a negative time
-    {"phase": "base", "raw": {"a": float("nan")}, "ref": [4.0]},   # not finite
-    {"phase": "base", "raw": {"a": True}, "ref": [4.0]},           # not a number
-    {"phase": "base", "raw": {"a": 1.0}, "ref": []},               # no reference measurement
-    {"phase": "base", "raw": {"a": 1.0}, "ref": [-4.0]},           # a negative reference
-    {"phase": "base", "raw": [1.0], "ref": [4.0]},                 # raw is not a mapping
-    {"phase": "warmup", "raw": {"a": 1.0}, "ref": [4.0]},          # an unknown phase
+    {"phase": "base", "raw": {"a": -1.0}, "ref": [4.0], "ref_at": [0]},           # a negative time
+    {"phase": "base", "raw": {"a": float("nan")}, "ref": [4.0], "ref_at": [0]},   # not finite
+    {"phase": "base", "raw": {"a": True}, "ref": [4.0], "ref_at": [0]},           # not a number
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [], "ref_at": []},                # no reference measurement
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [-4.0], "ref_at": [0]},           # a negative reference
+    {"phase": "base", "raw": [1.0], "ref": [4.0], "ref_at": [0]},                 # raw is not a mapping
+    {"phase": "warmup", "raw": {"a": 1.0}, "ref": [4.0], "ref_at": [0]},          # an unknown phase
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [4.0]},                           # where the reference ran: unknown
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [4.0, 4.0], "ref_at": [0]},       # ... for one of them
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [4.0, 4.0], "ref_at": [0, 2]},    # ... after more models than ran
+    {"phase": "base", "raw": {"a": 1.0}, "ref": [4.0, 4.0], "ref_at": [1, 0]},    # ... out of order
     {"phase": "done", "extra": 1},                                # an end mark with more in it
 ])
 def test_a_damaged_journal_round_and_everything_after_it_are_dropped(bad: dict, tmp_path: Path) -> None:
@@ -146,7 +163,7 @@ def test_a_damaged_journal_round_and_everything_after_it_are_dropped(bad: dict, 
     dropped on load with every line after it, and only the rounds before it are resumed."""
     import json
 
-    good = {"phase": "base", "raw": {"a": 1.0, "b": 0.0}, "ref": [4.0, 4.0]}
+    good = {"phase": "base", "raw": {"a": 1.0, "b": 0.0}, "ref": [4.0, 4.0], "ref_at": [0, 2]}
     path = tmp_path / "j"
     path.write_text("".join(json.dumps(x) + "\n" for x in [{"test": 1}, good, bad, good]))
     assert Journal(path, {"test": 1}).rounds == [good]

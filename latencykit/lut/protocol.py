@@ -2,8 +2,11 @@
 
 Timing on shared machines drifts (up to 60% over minutes here) while ratios within one process
 hold within about 2%. So every model is measured in shuffled, interleaved rounds, a fixed reference
-block is measured several times in every round, and each round's values are divided by that round's
-drift factor (its reference median over the reference's overall median). Raw figures are kept too.
+block is measured every `ref_every` models, and each measurement is divided by its drift factor: the
+reference's time where it ran (interpolated between the reference measurements before and after it)
+over the reference's overall median. The machine's speed wanders on a scale of seconds, so the
+nearest references track it better than the round's median does (benchmarks/results/
+whole_model_noise.md). Raw figures are kept too.
 Entries whose variation stays high get extra rounds. Every finished round is appended to a journal,
 so an interrupted run (even `kill -9`) resumes where it stopped.
 """
@@ -49,8 +52,8 @@ class Protocol:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "reference": REFERENCE.key,
-                "method": "shuffled interleaved rounds; each round divided by its reference-block drift factor; "
-                          "per entry median, quartiles and CV over rounds"}
+                "method": "shuffled interleaved rounds; each measurement divided by the reference block's drift "
+                          "factor interpolated where it ran; per entry median, quartiles and CV over rounds"}
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,13 @@ def _is_round(item: dict) -> bool:
     """A journal record as `measure_models` writes it: a finished round of finite times, or the end mark."""
     if item.get("phase") == "done":
         return len(item) == 1
-    raw, ref = item.get("raw"), item.get("ref")
+    raw, ref, at = item.get("raw"), item.get("ref"), item.get("ref_at")
     return (item.get("phase") in ("base", "extra") and isinstance(raw, dict) and isinstance(ref, list) and bool(ref)
             and all(isinstance(k, str) for k in raw)
-            and all(_finite(v) for v in [*raw.values(), *ref]))
+            and all(_finite(v) for v in [*raw.values(), *ref])
+            and isinstance(at, list) and len(at) == len(ref)
+            and all(isinstance(a, int) and not isinstance(a, bool) and 0 <= a <= len(raw) for a in at)
+            and at == sorted(at))
 
 
 def _finite(value: object) -> bool:
@@ -159,16 +165,17 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
         def run_round(phase: str, subset: list[str]) -> None:
             nonlocal done
             order = list(rng.permutation(subset))
-            raw: dict[str, float] = {}
-            ref = [device.measure(handles[REF_KEY], runs[REF_KEY])]
+            raw: dict[str, float] = {}  # in the order measured
+            ref, ref_at = [device.measure(handles[REF_KEY], runs[REF_KEY])], [0]
             for i, key in enumerate(order):
                 raw[key] = device.measure(handles[key], runs[key])
                 if (i + 1) % protocol.ref_every == 0 or i == len(order) - 1:
                     ref.append(device.measure(handles[REF_KEY], runs[REF_KEY]))
+                    ref_at.append(i + 1)
                 done += 1
                 if progress:
                     progress(done, total)
-            record = {"phase": phase, "raw": raw, "ref": ref}
+            record = {"phase": phase, "raw": raw, "ref": ref, "ref_at": ref_at}
             rounds.append(record)
             if journal:
                 journal.append(record)
@@ -204,8 +211,9 @@ def _statistics(rounds: list[dict], keys: list[str]) -> dict[str, Stats]:
     ref_median = float(np.median(ref_all))
     per_key: dict[str, list[tuple[float, float]]] = {k: [] for k in keys}
     for r in rounds:
-        factor = float(np.median(r["ref"])) / ref_median
-        for k, v in r["raw"].items():
+        # the i-th model ran between the references taken after i and after i + 1 models
+        factors = np.interp(np.arange(len(r["raw"])) + 0.5, r["ref_at"], r["ref"]) / ref_median
+        for (k, v), factor in zip(r["raw"].items(), factors):
             if k in per_key:
                 per_key[k].append((v / factor, v))
     out = {}

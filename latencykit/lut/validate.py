@@ -37,11 +37,14 @@ RETEST = 0.05
 counts: under load one pass in a few is hit by other processes, and the mean of two then sits
 outside a ±5% band that the subnet's undisturbed passes meet (4 of 5 host-litert misses in an earlier
 robustness run had passes 5-8% apart)."""
-WHOLE_MODEL_PROTOCOL = Protocol(rounds=15, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=30.0,
-                                ref_every=10, extra_rounds=4, cv_threshold=0.04)
-"""Whole subnets, fewer runs per round than layers but as many rounds as a table: on host one reading
-spreads by 5-8% across rounds, and two sessions of a subnet differed by 4.5-5.9% (RMS) after 7 rounds,
-2.3-4.4% after 15 and 1.9-2.9% after 30, in three processes (benchmarks/results/whole_model_noise.md)."""
+WHOLE_MODEL_PROTOCOL = Protocol(rounds=30, warmup_runs=2, min_runs=1, max_runs=10, burst_ms=3.0,
+                                ref_every=1, extra_rounds=4, cv_threshold=0.04)
+"""Whole subnets, one run per reading and twice a table's rounds: on host one reading spreads by 5-8% across rounds, and two sessions of a subnet differed by 4.5-5.9% (RMS) after 7 rounds,
+2.3-4.4% after 15 and 1.9-2.9% after 30, in three processes (benchmarks/results/whole_model_noise.md).
+The machine's speed wanders within a round, on the scale of a burst: so the reference runs beside every
+subnet, whose references divide it out better than one every 10 subnets, and a reading is one run of a
+subnet (bursts of 3 ms, not 30), 30 of them rather than 15, for less time
+(benchmarks/results/drift_correction.md)."""
 
 
 @dataclass(frozen=True)
