@@ -4,9 +4,9 @@ Timing on shared machines drifts (up to 60% over minutes here) while ratios with
 hold within about 2%. So every model is measured in shuffled, interleaved rounds, a fixed reference
 block is measured every `ref_every` models, and each measurement is divided by its drift factor: the
 reference's time where it ran (interpolated between the reference measurements before and after it)
-over the reference's overall median. The machine's speed wanders on a scale of seconds, so the
-nearest references track it better than the round's median does (benchmarks/results/
-whole_model_noise.md). Raw figures are kept too.
+over the reference's overall median. The machine's speed wanders within a round (a model's time follows
+the reference measured next to it), so the nearest references track it better than the round's median
+does (benchmarks/results/drift_correction.md). Raw figures are kept too.
 Entries whose variation stays high get extra rounds. Every finished round is appended to a journal,
 so an interrupted run (even `kill -9`) resumes where it stopped.
 """

@@ -39,12 +39,13 @@ outside a ±5% band that the subnet's undisturbed passes meet (4 of 5 host-liter
 robustness run had passes 5-8% apart)."""
 WHOLE_MODEL_PROTOCOL = Protocol(rounds=30, warmup_runs=2, min_runs=1, max_runs=10, burst_ms=3.0,
                                 ref_every=1, extra_rounds=4, cv_threshold=0.04)
-"""Whole subnets, one run per reading and twice a table's rounds: on host one reading spreads by 5-8% across rounds, and two sessions of a subnet differed by 4.5-5.9% (RMS) after 7 rounds,
-2.3-4.4% after 15 and 1.9-2.9% after 30, in three processes (benchmarks/results/whole_model_noise.md).
-The machine's speed wanders within a round, on the scale of a burst: so the reference runs beside every
-subnet, whose references divide it out better than one every 10 subnets, and a reading is one run of a
-subnet (bursts of 3 ms, not 30), 30 of them rather than 15, for less time
-(benchmarks/results/drift_correction.md)."""
+"""Whole subnets: one run per reading, twice a table's rounds, the reference beside every subnet.
+
+The machine's speed wanders within a round, on the scale of a burst: the references beside a subnet
+divide it out better than one every 10 subnets, and 30 readings of one run average it out better than
+15 bursts of 30 ms, in less time: the two passes of 40 subnets differed by 1.2-1.7% (RMS) instead of
+2.1-4.0%, in three processes (benchmarks/results/drift_correction.md). One reading spreads by 5-8% across
+rounds, so the round count matters (benchmarks/results/whole_model_noise.md, the protocol before)."""
 
 
 @dataclass(frozen=True)
