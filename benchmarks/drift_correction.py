@@ -41,25 +41,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bias import machine_line  # noqa: E402
 
+from latencykit.lut.protocol import _statistics  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "drift_correction.md"
 WAYS = [("none", 1), ("round median", 10), ("beside", 10), ("beside", 3), ("beside", 1)]
 
 
 def corrected(rounds: list[dict], keys: list[str], how: str, every: int) -> np.ndarray:
-    """Each key's median over rounds, corrected `how`, keeping only the references taken every `every` models."""
-    median = float(np.median(np.concatenate([r["ref"] for r in rounds])))
-    values: dict[str, list[float]] = {k: [] for k in keys}
+    """Each key's median over rounds, by the protocol's own statistics on the rounds' references rewritten
+    `how`: only those taken every `every` models (`beside`), their median for the whole round (`round median`),
+    or none at all (`none`: every factor 1). The overall scale differs between ways; `retest_pct` divides it out."""
+    rewritten = []
     for r in rounds:
         at, ref = np.array(r["ref_at"]), np.array(r["ref"])
         kept = (at % every == 0) | (at == at.max())
-        at, ref = at[kept], ref[kept]
-        n = len(r["raw"])
-        factor = {"none": np.ones(n), "round median": np.full(n, np.median(ref) / median),
-                  "beside": np.interp(np.arange(n) + 0.5, at, ref) / median}[how]
-        for (k, v), f in zip(r["raw"].items(), factor):
-            values[k].append(v / f)
-    return np.array([np.median(values[k]) for k in keys])
+        refs = {"none": ([1.0], [0]), "round median": ([float(np.median(ref[kept]))], [0]),
+                "beside": (ref[kept].tolist(), at[kept].tolist())}[how]
+        rewritten.append({**r, "ref": refs[0], "ref_at": refs[1]})
+    stats = _statistics(rewritten, keys)
+    return np.array([stats[k].latency_ms for k in keys])
 
 
 def retest_pct(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
