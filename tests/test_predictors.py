@@ -289,9 +289,16 @@ def test_removal_table_reproduces_its_references(tables, tiny) -> None:
     for ref in refs:
         arch = Arch.from_dict(ref["arch"])
         assert pred.predict(arch) == pytest.approx(ref["measured_ms"])  # the table reproduces its references
-    # the shared (median) overhead does not swallow the references: the entries carry a good part of the cost
-    # (sub-ms subnets on a shared CPU: the overhead has come out at up to 0.56 of the median reference)
-    assert abs(pred.overhead_ms) < 0.75 * np.median([r["measured_ms"] for r in refs])
+    # the removal entries carry a good part of each reference's cost (22-98% of 100 references in 20 runs;
+    # none if the drops were lost), and entries plus the shared overhead agree with the references' scale.
+    # The overhead is negative, since the shape-changing layers' isolated entries each pay a call overhead
+    # that a whole model pays once: -0.50..-0.02 of the median reference in 45 runs (-0.93 in CI before the
+    # base was read BASE_COPIES times per round)
+    for ref in refs:
+        specs = tiny.layers(Arch.from_dict(ref["arch"]))
+        if any(removable(l) for l in specs):
+            assert sum(table.latency(l) for l in specs if removable(l)) > 0.1 * ref["measured_ms"]
+    assert abs(pred.overhead_ms) < np.median([r["measured_ms"] for r in refs])
     # a subnet that is not a reference gets the median overhead on top of its entries
     other = next(a for a in (tiny.sample(s) for s in range(50)) if a.to_dict() not in [r["arch"] for r in refs])
     assert pred.predict(other) == pytest.approx(sum(table.latency(l) for l in tiny.layers(other)) + pred.overhead_ms)
