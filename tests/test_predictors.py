@@ -292,7 +292,7 @@ def test_removal_table_reproduces_its_references(tables, tiny) -> None:
     # the removal entries carry a good part of each reference's cost (22-98% of 100 references in 20 runs;
     # none if the drops were lost), and entries plus the shared overhead agree with the references' scale.
     # The overhead is negative, since the shape-changing layers' isolated entries each pay a call overhead
-    # that a whole model pays once: -0.50..-0.02 of the median reference in 45 runs (-0.93 in CI before the
+    # that a whole model pays once: -0.50..-0.02 of the median reference in 57 builds (-0.93 in CI before the
     # base was read BASE_COPIES times per round)
     for ref in refs:
         specs = tiny.layers(Arch.from_dict(ref["arch"]))
