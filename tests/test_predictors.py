@@ -286,16 +286,15 @@ def test_removal_table_reproduces_its_references(tables, tiny) -> None:
     assert {methods[l.key] for l in tiny.distinct_layers() if not removable(l)} == {"isolated"}
     pred = get_predictor("removal").fit(tiny, table)
     refs = table.meta.provenance["references"]
+    # the table reproduces its references; its removal entries carry a good part of each reference's cost
+    # (22-98% of 100 references in 20 runs; none if the drops were lost), and entries plus the shared
+    # overhead agree with the references' scale. The overhead is negative, since the shape-changing layers'
+    # isolated entries each pay a call overhead that a whole model pays once: -0.50..-0.02 of the median
+    # reference in 57 builds (-0.93 in CI before the base was read BASE_COPIES times per round)
     for ref in refs:
         arch = Arch.from_dict(ref["arch"])
-        assert pred.predict(arch) == pytest.approx(ref["measured_ms"])  # the table reproduces its references
-    # the removal entries carry a good part of each reference's cost (22-98% of 100 references in 20 runs;
-    # none if the drops were lost), and entries plus the shared overhead agree with the references' scale.
-    # The overhead is negative, since the shape-changing layers' isolated entries each pay a call overhead
-    # that a whole model pays once: -0.50..-0.02 of the median reference in 57 builds (-0.93 in CI before the
-    # base was read BASE_COPIES times per round)
-    for ref in refs:
-        specs = tiny.layers(Arch.from_dict(ref["arch"]))
+        assert pred.predict(arch) == pytest.approx(ref["measured_ms"])
+        specs = tiny.layers(arch)
         if any(removable(l) for l in specs):
             assert sum(table.latency(l) for l in specs if removable(l)) > 0.1 * ref["measured_ms"]
     assert abs(pred.overhead_ms) < np.median([r["measured_ms"] for r in refs])

@@ -43,8 +43,8 @@ WHOLE_MODEL_PROTOCOL = Protocol(rounds=30, warmup_runs=2, min_runs=1, max_runs=1
 
 The machine's speed wanders within a round, on the scale of a burst: the references beside a subnet
 divide it out better than one every 10 subnets, and 30 readings of one run average it out better than
-15 bursts of 30 ms, in less time: the two passes of 40 subnets differed by 1.2-1.7% (RMS) instead of
-2.1-4.0%, in three processes (benchmarks/results/drift_correction.md). One reading spreads by 5-8% across
+15 bursts of 30 ms, in less time: the two passes of 40 subnets differed by 1.1-1.8% (RMS) instead of
+2.1-4.5%, in two runs of three processes (benchmarks/results/drift_correction.md). One reading spreads by 5-8% across
 rounds, so the round count matters (benchmarks/results/whole_model_noise.md, the protocol before)."""
 
 
