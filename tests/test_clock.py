@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from latencykit.devices import get_device
-from latencykit.devices.clock import Evictor, median_ms
+from latencykit.devices.clock import Evictor, default_evict_mib, last_level_cache_mib, median_ms
 from latencykit.export import export_onnx
 
 
@@ -45,8 +45,29 @@ def test_host_records_its_eviction_and_a_layer_pays_for_weights_pushed_out_of_ca
     path = tmp_path / "linear.onnx"
     export_onnx(torch.nn.Linear(384, 384), (torch.zeros(1, 384),), path)
     warm, evicting = get_device("host", evict_mib=0), get_device("host")
-    assert warm.describe()["evict_mib"] == 0.0 and evicting.describe()["evict_mib"] == 8.0
+    assert warm.describe()["evict_mib"] == 0.0 and evicting.describe()["evict_mib"] == default_evict_mib() > 0
     handle = warm.open(path)
     pairs = [(warm.measure(handle, 20), evicting.measure(handle, 20)) for _ in range(7)]
     ratio = np.median([b for _, b in pairs]) / np.median([a for a, _ in pairs])
     assert ratio > 1.1, pairs
+
+
+def test_the_default_eviction_is_a_quarter_of_the_last_level_cache_at_most_8_mib(tmp_path):
+    def cache(index: str, level: int, kind: str, size: str) -> None:
+        d = tmp_path / index
+        d.mkdir()
+        (d / "level").write_text(f"{level}\n")
+        (d / "type").write_text(f"{kind}\n")
+        (d / "size").write_text(f"{size}\n")
+
+    cache("index0", 1, "Data", "32K")
+    cache("index1", 1, "Instruction", "64K")
+    cache("index2", 2, "Unified", "512K")
+    assert last_level_cache_mib(tmp_path) == 0.5
+    cache("index3", 3, "Unified", "8192K")
+    assert last_level_cache_mib(tmp_path) == 8.0
+    assert last_level_cache_mib(tmp_path / "absent") is None
+    (tmp_path / "index3" / "size").write_text("garbage\n")
+    assert last_level_cache_mib(tmp_path) is None
+    llc = last_level_cache_mib()
+    assert default_evict_mib() == (8.0 if llc is None else min(8.0, llc / 4))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from latencykit.devices.clock import DESCRIPTION as CLOCKS
-from latencykit.devices.clock import Evictor, median_ms
+from latencykit.devices.clock import Evictor, default_evict_mib, median_ms
 from latencykit.devices.clock import resolve as resolve_clock
 from latencykit.devices.base import Availability, Device, OpTime
 from latencykit.errors import DeviceUnavailableError
@@ -40,7 +40,8 @@ class HostOnnxDevice(Device):
     timed is the graph, which is what the layer costs inside a whole network.
 
     Timing follows latencykit.devices.clock: the calling thread's CPU time with one thread. Before
-    every timed run `evict_mib` MiB are written through the cache (0: off), so a layer measured alone
+    every timed run `evict_mib` MiB are written through the cache (0: off; by default a quarter of the
+    last-level cache, at most 8 MiB: latencykit.devices.clock), so a layer measured alone
     meets the cache state it meets inside a network, its weights pushed out by the other layers: run
     back to back instead, layers summed 2-10% below their whole network on average (autovit-xxs, -xs,
     -s, three processes), and an 8 MiB write narrowed that by 1.5-4 points in every process; 12 MiB
@@ -49,8 +50,10 @@ class HostOnnxDevice(Device):
 
     format = "onnx"
 
-    def __init__(self, threads: int = 1, name: str = "host", clock: str = "auto", evict_mib: float = 8.0) -> None:
+    def __init__(self, threads: int = 1, name: str = "host", clock: str = "auto",
+                 evict_mib: float | None = None) -> None:
         self.clock = resolve_clock(threads, clock)
+        evict_mib = default_evict_mib() if evict_mib is None else evict_mib
         self.name, self.threads = name, threads
         self.evictor = Evictor(evict_mib) if evict_mib else None
         self.evict_mib = float(evict_mib)
