@@ -21,7 +21,7 @@ import torch
 
 from latencykit.blocks import build, build_layer, layer_inputs
 from latencykit.errors import LatencykitError
-from latencykit.exporters import export_coreml, export_tflite
+from latencykit.exporters import channels_last_io, export_coreml, export_tflite
 from latencykit.layers import LayerSpec
 from latencykit.paths import home
 from latencykit.registry import Registry
@@ -111,7 +111,18 @@ def export_network(specs: Sequence[LayerSpec], cache: ExportCache, fmt: str) -> 
     return cache.export(*seeded_network(specs), fmt)
 
 
+LAYER_INTERFACES: dict[str, Callable[[torch.nn.Module, tuple], tuple[torch.nn.Module, tuple]]] = {
+    "tflite": channels_last_io}
+"""How a format's layer file meets its neighbours inside a network, where it differs from torch's."""
+
+
 def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
-    """A layer exported alone, with seeded weights so the same spec always gives the same file."""
+    """A layer exported alone, with seeded weights so the same spec always gives the same file.
+
+    Its inputs and outputs are laid out as the format lays them out inside a whole network
+    (`LAYER_INTERFACES`), so the file costs what the layer costs there."""
     torch.manual_seed(0)
-    return cache.export(build_layer(spec), layer_inputs(spec), fmt)
+    module, inputs = build_layer(spec), layer_inputs(spec)
+    if fmt in LAYER_INTERFACES:
+        module, inputs = LAYER_INTERFACES[fmt](module, inputs)
+    return cache.export(module, inputs, fmt)

@@ -48,6 +48,7 @@ class ScriptedDevice(Device):
         self.timed: Counter[Path] = Counter()  # measurements after the warm-up, per model file
         self.runs: dict[Path, set[int]] = {}  # the `runs` asked for after the warm-up, per model file
         self.opened: Counter[Path] = Counter()
+        self.opened_as_layer: Counter[Path] = Counter()  # through `open_layer`: table entries
         self._last: Path | None = None
 
     def check(self) -> Availability:
@@ -62,6 +63,10 @@ class ScriptedDevice(Device):
             raise KeyError(f"the scripted device has no cost for {model}")
         self.opened[model] += 1
         return _Handle(model)
+
+    def open_layer(self, model: Path) -> _Handle:
+        self.opened_as_layer[_key(model)] += 1
+        return self.open(model)
 
     def measure(self, handle: _Handle, runs: int) -> float:
         path = handle.path

@@ -25,6 +25,26 @@ def test_tflite_export_matches_torch(name):
     assert check_tflite(path, module, inputs) <= TFLITE_TOLERANCE
 
 
+def test_tflite_layers_keep_feature_maps_channels_last():
+    """A layer file takes and gives feature maps as LiteRT holds them inside a network (NHWC), so it
+    has no transpose at its boundary that the network would not run."""
+    from latencykit.tflite_runtime import interpreter
+
+    def shapes(details):
+        return [tuple(int(v) for v in d["shape"]) for d in details]
+
+    mb = interpreter(layers.exported("mbconv"))
+    spec = layers.SPECS["mbconv"]
+    assert shapes(mb.get_input_details()) == [(1, spec.hw, spec.hw, spec.cin)]
+    assert shapes(mb.get_output_details()) == [(1, spec.hw, spec.hw, spec.cout)]
+    assert "TRANSPOSE" not in [op["op_name"] for op in mb._get_ops_details()]
+    fusion, spec = interpreter(layers.exported("fusion")), layers.SPECS["fusion"]
+    assert (1, spec.hw, spec.hw, spec.cout) in shapes(fusion.get_input_details())  # the map beside the tokens
+    assert shapes(fusion.get_output_details()) == [(1, spec.hw, spec.hw, spec.cout)]
+    tokens = interpreter(layers.exported("transformer"))  # no feature map: as torch lays it out
+    assert [len(s) for s in shapes(tokens.get_input_details())] == [3]
+
+
 def test_tflite_export_is_cached_by_content():
     path = layers.exported("mbconv")
     stamp = path.stat().st_mtime_ns
@@ -45,7 +65,7 @@ def test_tflite_check_rejects_a_file_of_another_module():
 def test_coreml_export_has_the_torch_structure():
     path = layers.exported("mbconv", "coreml")
     assert path.suffix == ".mlpackage" and (path / "Manifest.json").is_file()
-    module, inputs = layers.module("mbconv")
+    module, inputs = layers.module("mbconv", "coreml")
     info = check_coreml(path, module, inputs)
     assert len(info["inputs"]) == 1 and len(info["outputs"]) == 1
 

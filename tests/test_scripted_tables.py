@@ -92,6 +92,17 @@ def test_isolated_entries_and_sums_equal_the_known_costs(mini, isolated) -> None
         assert pred.predict(arch) == pytest.approx(sum(layer_ms(s) for s in mini.layers(arch)), rel=1e-12)
 
 
+def test_profile_opens_table_entries_as_lone_layers_and_nothing_else(mini, costs, tmp_path) -> None:
+    """Entries go through `Device.open_layer` (host cuts a lone layer's layout copies there); the
+    reference, the call overhead and the calibration subnets are opened as they stand."""
+    dev = device(costs)
+    profile(mini, dev, tmp_path / "mini.parquet", QUICK, costs[0], calibrate=CALIBRATE)
+    layers = {export_layer(l, costs[0], "onnx").resolve() for l in mini.distinct_layers()}
+    assert set(dev.opened_as_layer) == layers
+    assert all(dev.opened_as_layer[p] == dev.opened[p] for p in layers)
+    assert set(dev.opened) - layers  # the reference, the call and the subnets, not as layers
+
+
 def test_removal_entries_equal_the_known_drops(mini, costs, tmp_path) -> None:
     removal = Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=10, burst_ms=5.0, ref_every=10, extra_rounds=2)
     table = profile_removal(mini, device(costs), tmp_path / "mini.parquet", QUICK, removal, costs[0]).table

@@ -49,6 +49,11 @@ class Device(ABC):
     def open(self, model: Path) -> Any:
         """Load (or push) a model file; the handle goes to `measure` and `close`."""
 
+    def open_layer(self, model: Path) -> Any:
+        """Open a layer file measured alone for a table: as `open`, unless the runtime pays something at
+        a lone layer's boundary that it does not pay inside a network (host: layout changes)."""
+        return self.open(model)
+
     @abstractmethod
     def measure(self, handle: Any, runs: int) -> float:
         """Median latency in ms of `runs` inferences, back to back or each after the device's own untimed

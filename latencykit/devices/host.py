@@ -71,6 +71,7 @@ class HostOnnxDevice(Device):
         return {"device": self.name, "runtime": f"onnxruntime {ort.__version__}",
                 "provider": "CPUExecutionProvider", "threads": self.threads, "cpu": cpu_name(),
                 "clock": CLOCKS[self.clock], "evict_mib": self.evict_mib,
+                "layer_boundary": "NCHWc reorders cut (latencykit.devices.nchwc)",
                 "machine": platform.machine(), "os": platform.platform()}
 
     def _options(self):
@@ -100,6 +101,19 @@ class HostOnnxDevice(Device):
         for meta, value in zip(sess.get_outputs(), outputs):
             binding.bind_ortvalue_output(meta.name, ort.OrtValue.ortvalue_from_numpy(np.empty_like(value)))
         return _Session(sess, binding)
+
+    def open_layer(self, model: Path) -> _Session:
+        """A layer file without the layout changes at its boundary that a network does not run
+        (latencykit.devices.nchwc); as `open` where it has none."""
+        from latencykit.devices.nchwc import without_boundary_reorders
+
+        with tempfile.TemporaryDirectory() as tmp:
+            cut = Path(tmp) / "layer.onnx"
+            try:
+                found = without_boundary_reorders(Path(model), cut, self._options())
+            except Exception as exc:
+                raise DeviceUnavailableError(f"{self.name}: cannot load {model}: {exc}") from exc
+            return self.open(cut if found else model)
 
     def measure(self, handle: _Session, runs: int) -> float:
         run, binding = handle.session.run_with_iobinding, handle.binding

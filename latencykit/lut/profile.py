@@ -77,7 +77,7 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
                   "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
         journal = Journal(path.with_name(path.name + ".journal"), header)
         resumed = len(journal.rounds)
-        stats = measure_models(device, models, reference, protocol, journal, progress)
+        stats = measure_models(device, models, reference, protocol, journal, progress, layers=files)
         ref, call = stats[REF_KEY], stats[CALL_KEY]
         calibration = {"archs": [a.to_dict() for a in archs],
                        "measured_ms": [stats[f"subnet{i}"].latency_ms for i in range(len(archs))],

@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 import torch
@@ -146,13 +146,16 @@ def _finite(value: object) -> bool:
 
 
 def measure_models(device: Device, models: Mapping[str, Path], reference: Path, protocol: Protocol,
-                   journal: Journal | None = None, progress: Progress | None = None) -> dict[str, Stats]:
-    """Drift-corrected statistics for each model file, measured in interleaved rounds."""
+                   journal: Journal | None = None, progress: Progress | None = None,
+                   layers: Collection[str] = ()) -> dict[str, Stats]:
+    """Drift-corrected statistics for each model file, measured in interleaved rounds.
+
+    The models keyed in `layers` are table entries, opened as lone layers (`Device.open_layer`)."""
     keys = list(models)
     finished = [r for r in journal.rounds if r["phase"] != "done"] if journal else []
     if journal and len(finished) < len(journal.rounds):
         return _statistics(finished, keys)  # this measurement completed before an interruption
-    handles = {k: device.open(p) for k, p in models.items()}
+    handles = {k: device.open_layer(p) if k in layers else device.open(p) for k, p in models.items()}
     handles[REF_KEY] = device.open(reference)
     try:
         runs = {k: _burst_runs(device, h, protocol) for k, h in handles.items()}

@@ -118,7 +118,7 @@ def profile_removal(space: SearchSpace, device: Device, path: Path | None = None
             return j
 
         iso = measure_models(device, files, reference, protocol,
-                             journal("isolated", {"protocol": protocol.to_dict()}), progress)
+                             journal("isolated", {"protocol": protocol.to_dict()}), progress, layers=files)
         scale = iso[REF_KEY].latency_ms
         refs = choose_references(space, seed)
         results = []

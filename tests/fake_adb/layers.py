@@ -10,7 +10,7 @@ import torch
 
 from latencykit.blocks import build_layer, layer_inputs
 from latencykit.devices.conformance import PROBE
-from latencykit.export import ExportCache
+from latencykit.export import LAYER_INTERFACES, ExportCache, export_layer
 from latencykit.lut.protocol import REFERENCE
 from latencykit.layers import LayerSpec
 from latencykit.paths import home
@@ -33,14 +33,15 @@ def cache() -> ExportCache:
     return ExportCache(root)
 
 
-def module(name: str) -> tuple[torch.nn.Module, tuple]:
-    """The layer's module (seeded, so its export has one content key) and its inputs."""
+def module(name: str, fmt: str = "tflite") -> tuple[torch.nn.Module, tuple]:
+    """The layer's module and inputs as `export_layer` exports them to `fmt` (seeded, so the export has
+    one content key)."""
     torch.manual_seed(0)
     spec = SPECS[name]
-    return build_layer(spec), layer_inputs(spec)
+    m, x = build_layer(spec), layer_inputs(spec)
+    return LAYER_INTERFACES[fmt](m, x) if fmt in LAYER_INTERFACES else (m, x)
 
 
 @functools.lru_cache(maxsize=None)
 def exported(name: str, fmt: str = "tflite") -> Path:
-    m, x = module(name)
-    return cache().export(m, x, fmt)
+    return export_layer(SPECS[name], cache(), fmt)
