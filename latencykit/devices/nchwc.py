@@ -30,6 +30,7 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
 
     so = options
     so.optimized_model_filepath = str(out)
+    so.log_severity_level = 3  # not the warning that a blocked graph is for this machine only: it is
     ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
     graph_model = onnx.load(str(out))
     g = graph_model.graph
