@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,6 +61,27 @@ def export_tflite(module: torch.nn.Module, inputs: tuple, path: Path) -> None:
     check_tflite(path, module, inputs)
 
 
+class ChannelsLastIO(torch.nn.Module):
+    """`inner` taking the inputs and giving the outputs at `maps_in` / `maps_out` channels-last (NHWC).
+
+    litert-torch's converter cancels these permutes against the transposes it would put at the
+    boundary (`litert_torch.to_channel_last_io` does the same, but importing the converter takes
+    10-15 s, which every cached layer lookup would pay)."""
+
+    def __init__(self, inner: torch.nn.Module, maps_in: Sequence[int], maps_out: Sequence[int]) -> None:
+        super().__init__()
+        self.inner, self.maps_in, self.maps_out = inner, tuple(maps_in), tuple(maps_out)
+
+    def extra_repr(self) -> str:
+        return f"maps_in={self.maps_in}, maps_out={self.maps_out}"
+
+    def forward(self, *xs: torch.Tensor):
+        out = self.inner(*(x.permute(0, 3, 1, 2) if i in self.maps_in else x for i, x in enumerate(xs)))
+        single = not isinstance(out, (tuple, list))
+        outs = [o.permute(0, 2, 3, 1) if i in self.maps_out else o for i, o in enumerate([out] if single else out)]
+        return outs[0] if single else tuple(outs)
+
+
 def channels_last_io(module: torch.nn.Module, inputs: tuple) -> tuple[torch.nn.Module, tuple]:
     """`module` taking and giving its feature maps (4-D tensors) channels-last, with inputs to match.
 
@@ -67,18 +89,12 @@ def channels_last_io(module: torch.nn.Module, inputs: tuple) -> tuple[torch.nn.M
     channels-first layout transposes once, at its input; a layer converted alone would transpose its
     input and output too, and on autovit-xxs's 128x128 inverted residuals those two transposes were
     15% of the layer's time on host-litert, time no layer pays inside a network."""
-    with silenced():
-        try:
-            import litert_torch
-        except ImportError as exc:
-            raise _missing("tflite", exc) from exc
-    outs = torch_outputs(module, inputs)
     maps_in = [i for i, t in enumerate(inputs) if t.dim() == 4]
-    maps_out = [i for i, o in enumerate(outs) if o.ndim == 4]
+    maps_out = [i for i, o in enumerate(torch_outputs(module, inputs)) if o.ndim == 4]
     if not maps_in and not maps_out:
         return module, inputs
-    wrapped = litert_torch.to_channel_last_io(module, args=maps_in, outputs=maps_out)
-    return wrapped, tuple(t.permute(0, 2, 3, 1).contiguous() if i in maps_in else t for i, t in enumerate(inputs))
+    nhwc = tuple(t.permute(0, 2, 3, 1).contiguous() if i in maps_in else t for i, t in enumerate(inputs))
+    return ChannelsLastIO(module, maps_in, maps_out), nhwc
 
 
 def check_tflite(path: Path, module: torch.nn.Module, inputs: tuple) -> float:
