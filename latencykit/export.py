@@ -116,13 +116,15 @@ LAYER_INTERFACES: dict[str, Callable[[torch.nn.Module, tuple], tuple[torch.nn.Mo
 """How a format's layer file meets its neighbours inside a network, where it differs from torch's."""
 
 
-def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
-    """A layer exported alone, with seeded weights so the same spec always gives the same file.
-
-    Its inputs and outputs are laid out as the format lays them out inside a whole network
+def layer_module(spec: LayerSpec, fmt: str) -> tuple[torch.nn.Module, tuple]:
+    """The module and inputs `export_layer` exports: seeded weights, so the same spec always gives the
+    same file, and inputs and outputs laid out as `fmt` lays them out inside a whole network
     (`LAYER_INTERFACES`), so the file costs what the layer costs there."""
     torch.manual_seed(0)
     module, inputs = build_layer(spec), layer_inputs(spec)
-    if fmt in LAYER_INTERFACES:
-        module, inputs = LAYER_INTERFACES[fmt](module, inputs)
-    return cache.export(module, inputs, fmt)
+    return LAYER_INTERFACES[fmt](module, inputs) if fmt in LAYER_INTERFACES else (module, inputs)
+
+
+def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
+    """A layer exported alone (`layer_module`)."""
+    return cache.export(*layer_module(spec, fmt), fmt)

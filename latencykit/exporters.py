@@ -88,7 +88,7 @@ def channels_last_io(module: torch.nn.Module, inputs: tuple) -> tuple[torch.nn.M
     LiteRT computes feature maps channels-last (NHWC). A whole network converted from torch's
     channels-first layout transposes once, at its input; a layer converted alone would transpose its
     input and output too, and on autovit-xxs's 128x128 inverted residuals those two transposes were
-    15% of the layer's time on host-litert, time no layer pays inside a network."""
+    15% of the layer's time on host-litert (one process), time no layer pays inside a network."""
     maps_in = [i for i, t in enumerate(inputs) if t.dim() == 4]
     maps_out = [i for i, o in enumerate(torch_outputs(module, inputs)) if o.ndim == 4]
     if not maps_in and not maps_out:

@@ -4,7 +4,7 @@ On x86 ONNX Runtime's CPU provider computes convolutions in a blocked channel la
 network converts into it once and stays there from one convolution to the next; a layer file
 measured alone converts its input in (`ReorderInput`) and its output back (`ReorderOutput`), a full
 copy of each feature map. On autovit-xxs's 128x128 inverted residuals those copies were 7% of the
-layer's time, time the layer does not cost inside a network. `without_boundary_reorders` saves the
+layer's time by ONNX Runtime's profiler (one process), time the layer does not cost inside a network. `without_boundary_reorders` saves the
 layer's optimized graph with those two copies cut, taking and giving the blocked tensors; a residual
 sum done after the output copy (the layer's own input added back) is done on the blocked tensors.
 Anything else at the boundary is left as it is.
@@ -28,10 +28,9 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
     import onnx
     import onnxruntime as ort
 
-    so = options
-    so.optimized_model_filepath = str(out)
-    so.log_severity_level = 3  # not the warning that a blocked graph is for this machine only: it is
-    ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
+    options.optimized_model_filepath = str(out)
+    options.log_severity_level = 3  # not the warning that a blocked graph is for this machine only: it is
+    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     graph_model = onnx.load(str(out))
     g = graph_model.graph
     consumers: dict[str, list] = {}
@@ -51,12 +50,10 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
         if not fixable:
             continue
         for n in others:  # a residual: the sum of the input and the reordered-back output, done blocked
-            other = next(i for i in n.input if i != x.name)
-            back = producer[other]
-            n.input[list(n.input).index(other)] = back.input[0]
-            drop.append(back)
-        for n in others:
+            back = producer[next(i for i in n.input if i != x.name)]
+            n.input[list(n.input).index(back.output[0])] = back.input[0]
             n.input[list(n.input).index(x.name)] = reorder[0].output[0]
+            drop.append(back)
         renamed[x.name] = reorder[0].output[0]
         drop.append(reorder[0])
     outputs = {}

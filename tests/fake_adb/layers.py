@@ -8,9 +8,8 @@ from pathlib import Path
 
 import torch
 
-from latencykit.blocks import build_layer, layer_inputs
 from latencykit.devices.conformance import PROBE
-from latencykit.export import LAYER_INTERFACES, ExportCache, export_layer
+from latencykit.export import ExportCache, export_layer, layer_module
 from latencykit.lut.protocol import REFERENCE
 from latencykit.layers import LayerSpec
 from latencykit.paths import home
@@ -34,12 +33,8 @@ def cache() -> ExportCache:
 
 
 def module(name: str, fmt: str = "tflite") -> tuple[torch.nn.Module, tuple]:
-    """The layer's module and inputs as `export_layer` exports them to `fmt` (seeded, so the export has
-    one content key)."""
-    torch.manual_seed(0)
-    spec = SPECS[name]
-    m, x = build_layer(spec), layer_inputs(spec)
-    return LAYER_INTERFACES[fmt](m, x) if fmt in LAYER_INTERFACES else (m, x)
+    """The layer's module and inputs as `export_layer` exports them to `fmt`."""
+    return layer_module(SPECS[name], fmt)
 
 
 @functools.lru_cache(maxsize=None)
