@@ -243,3 +243,36 @@ def test_a_noisy_sub_millisecond_entry_gets_extra_rounds() -> None:
     stats = measure_models(dev, {k: MODELS[k] for k in ("a", "b")}, REF, PROTOCOL)
     assert dev.timed[MODELS["a"]] == PROTOCOL.rounds + PROTOCOL.extra_rounds and dev.timed[MODELS["b"]] == PROTOCOL.rounds
     assert stats["a"].cv > PROTOCOL.cv_threshold
+
+
+def test_whole_networks_are_read_one_run_at_a_time_between_references_for_twice_the_rounds(tmp_path: Path) -> None:
+    """Whole networks (`whole`) are read as validation reads them: one run per reading, the reference
+    measured right before and after it, and a second set of rounds of them alone. Twelve models
+    between two references per round while the speed wanders (+-30%, period about 12 measurements):
+    the whole network lands within 0.5% of its cost, the models read as layers by up to several %."""
+    costs = {f"m{i}": 1.0 + i for i in range(12)}
+    models = {k: Path(f"/models/{k}.onnx") for k in costs}
+    dev = ScriptedDevice({**{models[k]: ms for k, ms in costs.items()}, REF: REF_MS}, REF,
+                         wander=lambda i: 1.0 + 0.3 * math.sin(i / 2.0))
+    journal = Journal(tmp_path / "j", {"test": 1})
+    protocol = replace(PROTOCOL, extra_rounds=0)
+    stats = measure_models(dev, models, REF, protocol, journal, whole=["m11"])
+    scale = stats[REF_KEY].latency_ms / REF_MS
+
+    def error(k: str) -> float:
+        return abs(stats[k].latency_ms / (costs[k] * scale) - 1)
+
+    assert error("m11") < 0.005
+    assert max(error(k) for k in costs if k != "m11") > 0.02
+    assert dev.runs[models["m11"]] == {1} and dev.timed[models["m11"]] == 2 * protocol.rounds
+    assert all(dev.timed[models[k]] == protocol.rounds for k in costs if k != "m11")
+    assert [r["phase"] for r in journal.rounds] == ["base"] * protocol.rounds + ["whole"] * protocol.rounds + ["done"]
+    for r in journal.rounds[:-1]:  # a reference right before and right after every reading of m11
+        at = list(r["raw"]).index("m11")
+        assert at in r["ref_at"] and at + 1 in r["ref_at"] and len(set(r["ref_at"])) == len(r["ref_at"])
+    # a run stopped in the `whole` rounds resumes there
+    lines = (tmp_path / "j").read_text().splitlines()
+    (tmp_path / "k").write_text("\n".join(lines[:1 + protocol.rounds + 2]) + "\n")
+    later = ScriptedDevice({**{models[k]: ms for k, ms in costs.items()}, REF: REF_MS}, REF)
+    measure_models(later, models, REF, protocol, Journal(tmp_path / "k", {"test": 1}), whole=["m11"])
+    assert later.timed[models["m11"]] == protocol.rounds - 2 and later.timed[models["m0"]] == 0

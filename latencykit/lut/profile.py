@@ -2,7 +2,8 @@
 
 In the same interleaved rounds as the layers, `profile` measures a calibration set of whole subnets
 spread like random subnets (latencykit.lut.calibration), stored in the table's metadata on the table's scale for a calibrated
-predictor to fit on (`LatencyTable.calibration_set`), and an almost empty model: the runtime's
+predictor to fit on (`LatencyTable.calibration_set`) and read as validation reads whole subnets
+(a reference beside each reading), and an almost empty model: the runtime's
 per-call overhead, recorded in the provenance. Entries keep it: subtracting it (a sum of N entries pays
 it N times, a whole model once) moved the isolated sum's bias the wrong way by about 1% in every
 session of benchmarks/bias.py, since whole subnets cost a few % more than their isolated layers.
@@ -23,6 +24,9 @@ from latencykit.lut.calibration import SELECTION, select_calibration
 from latencykit.lut.protocol import CALL_KEY, REF_KEY, REFERENCE, Journal, Progress, Protocol, export_call, measure_models
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.space import SearchSpace
+
+WHOLE_READINGS = "1 run per reading, the reference before and after it, 2 x rounds"
+"""How the calibration subnets are read (`measure_models(whole=...)`), recorded with the table."""
 
 
 @dataclass(frozen=True)
@@ -73,16 +77,17 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
             if export_progress:
                 export_progress(len(layers) + i + 1, total)
         header = {"device": device.name, "space": space.name, "digest": space.digest,
-                  "protocol": protocol.to_dict(), "calibration": {"n": len(archs), "seed": calibration_seed},
+                  "protocol": protocol.to_dict(), "calibration": {"n": len(archs), "seed": calibration_seed, "readings": WHOLE_READINGS},
                   "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
         journal = Journal(path.with_name(path.name + ".journal"), header)
         resumed = len(journal.rounds)
-        stats = measure_models(device, models, reference, protocol, journal, progress, layers=files)
+        subnets = [f"subnet{i}" for i in range(len(archs))]
+        stats = measure_models(device, models, reference, protocol, journal, progress, layers=files, whole=subnets)
         ref, call = stats[REF_KEY], stats[CALL_KEY]
         calibration = {"archs": [a.to_dict() for a in archs],
                        "measured_ms": [stats[f"subnet{i}"].latency_ms for i in range(len(archs))],
                        "ratio": [stats[f"subnet{i}"].ratio for i in range(len(archs))],
-                       "seed": calibration_seed, "selection": SELECTION} if archs else {}
+                       "seed": calibration_seed, "selection": SELECTION, "readings": WHOLE_READINGS} if archs else {}
         meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="isolated",
                          device_info=device.describe(), protocol=protocol.to_dict(),
                          reference={"key": REFERENCE.key, "ms": ref.latency_ms, "cv": ref.cv, "runs": ref.runs},

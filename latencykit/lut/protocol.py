@@ -133,7 +133,7 @@ def _is_round(item: dict) -> bool:
     if item.get("phase") == "done":
         return len(item) == 1
     raw, ref, at = item.get("raw"), item.get("ref"), item.get("ref_at")
-    return (item.get("phase") in ("base", "extra") and isinstance(raw, dict) and isinstance(ref, list) and bool(ref)
+    return (item.get("phase") in ("base", "whole", "extra") and isinstance(raw, dict) and isinstance(ref, list) and bool(ref)
             and all(isinstance(k, str) for k in raw)
             and all(_finite(v) for v in [*raw.values(), *ref])
             and isinstance(at, list) and len(at) == len(ref)
@@ -147,10 +147,14 @@ def _finite(value: object) -> bool:
 
 def measure_models(device: Device, models: Mapping[str, Path], reference: Path, protocol: Protocol,
                    journal: Journal | None = None, progress: Progress | None = None,
-                   layers: Collection[str] = ()) -> dict[str, Stats]:
+                   layers: Collection[str] = (), whole: Collection[str] = ()) -> dict[str, Stats]:
     """Drift-corrected statistics for each model file, measured in interleaved rounds.
 
-    The models keyed in `layers` are table entries, opened as lone layers (`Device.open_layer`)."""
+    The models keyed in `layers` are table entries, opened as lone layers (`Device.open_layer`).
+    Those keyed in `whole` are whole networks, measured as validation measures them: one run per
+    reading with the reference right before and after it, and `protocol.rounds` more rounds of them
+    alone (`whole` phase), so twice the readings: bursts of a whole network with a reference only
+    every `ref_every` models spread 2-3x more (benchmarks/results/drift_correction.md)."""
     keys = list(models)
     finished = [r for r in journal.rounds if r["phase"] != "done"] if journal else []
     if journal and len(finished) < len(journal.rounds):
@@ -158,11 +162,14 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
     handles = {k: device.open_layer(p) if k in layers else device.open(p) for k, p in models.items()}
     handles[REF_KEY] = device.open(reference)
     try:
-        runs = {k: _burst_runs(device, h, protocol) for k, h in handles.items()}
+        runs = {k: 1 if k in whole else n for k, n in
+                ((k, _burst_runs(device, h, protocol)) for k, h in handles.items())}
         rounds = list(journal.rounds) if journal else []
         rng = np.random.default_rng(protocol.seed + len(rounds))
         base_left = max(protocol.rounds - sum(r["phase"] == "base" for r in rounds), 0)
-        total = base_left * len(keys)
+        whole_keys = [k for k in keys if k in whole]
+        whole_left = max(protocol.rounds - sum(r["phase"] == "whole" for r in rounds), 0) if whole_keys else 0
+        total = base_left * len(keys) + whole_left * len(whole_keys)
         done = 0
 
         def run_round(phase: str, subset: list[str]) -> None:
@@ -170,11 +177,17 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
             order = list(rng.permutation(subset))
             raw: dict[str, float] = {}  # in the order measured
             ref, ref_at = [device.measure(handles[REF_KEY], runs[REF_KEY])], [0]
+
+            def reference(at: int) -> None:
+                ref.append(device.measure(handles[REF_KEY], runs[REF_KEY]))
+                ref_at.append(at)
+
             for i, key in enumerate(order):
+                if key in whole and ref_at[-1] != i:
+                    reference(i)
                 raw[key] = device.measure(handles[key], runs[key])
-                if (i + 1) % protocol.ref_every == 0 or i == len(order) - 1:
-                    ref.append(device.measure(handles[REF_KEY], runs[REF_KEY]))
-                    ref_at.append(i + 1)
+                if key in whole or (i + 1) % protocol.ref_every == 0 or i == len(order) - 1:
+                    reference(i + 1)
                 done += 1
                 if progress:
                     progress(done, total)
@@ -185,6 +198,8 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
 
         for _ in range(base_left):
             run_round("base", keys)
+        for _ in range(whole_left):
+            run_round("whole", whole_keys)
         stats = _statistics(rounds, keys)
         noisy = [k for k in keys if stats[k].cv > protocol.cv_threshold]
         extra_done = sum(r["phase"] == "extra" for r in rounds)
