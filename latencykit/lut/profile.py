@@ -77,12 +77,14 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
             if export_progress:
                 export_progress(len(layers) + i + 1, total)
         header = {"device": device.name, "space": space.name, "digest": space.digest,
-                  "protocol": protocol.to_dict(), "calibration": {"n": len(archs), "seed": calibration_seed, "readings": WHOLE_READINGS},
+                  "protocol": protocol.to_dict(),
+                  "calibration": {"n": len(archs), "seed": calibration_seed, "readings": WHOLE_READINGS},
                   "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
         journal = Journal(path.with_name(path.name + ".journal"), header)
         resumed = len(journal.rounds)
         subnets = [f"subnet{i}" for i in range(len(archs))]
-        stats = measure_models(device, models, reference, protocol, journal, progress, layers=files, whole=subnets)
+        stats = measure_models(device, models, reference, protocol, journal, progress,
+                               layers=files, whole=subnets)
         ref, call = stats[REF_KEY], stats[CALL_KEY]
         calibration = {"archs": [a.to_dict() for a in archs],
                        "measured_ms": [stats[f"subnet{i}"].latency_ms for i in range(len(archs))],

@@ -155,7 +155,7 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
     reading with the reference right before and after it, and `protocol.rounds` more rounds of them
     alone (`whole` phase), so twice the readings: bursts of a whole network with a reference only
     every `ref_every` models spread 2-3x more (benchmarks/results/drift_correction.md)."""
-    keys = list(models)
+    keys, whole = list(models), set(whole)
     finished = [r for r in journal.rounds if r["phase"] != "done"] if journal else []
     if journal and len(finished) < len(journal.rounds):
         return _statistics(finished, keys)  # this measurement completed before an interruption
@@ -178,16 +178,16 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
             raw: dict[str, float] = {}  # in the order measured
             ref, ref_at = [device.measure(handles[REF_KEY], runs[REF_KEY])], [0]
 
-            def reference(at: int) -> None:
+            def measure_reference(at: int) -> None:
                 ref.append(device.measure(handles[REF_KEY], runs[REF_KEY]))
                 ref_at.append(at)
 
             for i, key in enumerate(order):
                 if key in whole and ref_at[-1] != i:
-                    reference(i)
+                    measure_reference(i)
                 raw[key] = device.measure(handles[key], runs[key])
                 if key in whole or (i + 1) % protocol.ref_every == 0 or i == len(order) - 1:
-                    reference(i + 1)
+                    measure_reference(i + 1)
                 done += 1
                 if progress:
                     progress(done, total)
