@@ -29,7 +29,7 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
     import onnxruntime as ort
 
     options.optimized_model_filepath = str(out)
-    options.log_severity_level = 3  # not the warning that a blocked graph is for this machine only: it is
+    options.log_severity_level = 3  # silences "a blocked graph runs on this machine only": so it is used
     ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     graph_model = onnx.load(str(out))
     g = graph_model.graph

@@ -72,8 +72,9 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
                            export_progress and (lambda done, _: export_progress(done, total)))
         reference = export_layer(REFERENCE, cache, device.format)
         models = {**files, CALL_KEY: export_call(cache, device.format)}
-        for i, arch in enumerate(archs):  # the calibration subnets, whole
-            models[f"subnet{i}"] = export_network(space.layers(arch), cache, device.format)
+        subnets = [f"subnet{i}" for i in range(len(archs))]
+        for i, (key, arch) in enumerate(zip(subnets, archs)):  # the calibration subnets, whole
+            models[key] = export_network(space.layers(arch), cache, device.format)
             if export_progress:
                 export_progress(len(layers) + i + 1, total)
         header = {"device": device.name, "space": space.name, "digest": space.digest,
@@ -82,13 +83,12 @@ def profile(space: SearchSpace, device: Device, path: Path | None = None, protoc
                   "layers": hashlib.sha256("|".join(models).encode()).hexdigest()[:16]}
         journal = Journal(path.with_name(path.name + ".journal"), header)
         resumed = len(journal.rounds)
-        subnets = [f"subnet{i}" for i in range(len(archs))]
         stats = measure_models(device, models, reference, protocol, journal, progress,
                                layers=files, whole=subnets)
         ref, call = stats[REF_KEY], stats[CALL_KEY]
         calibration = {"archs": [a.to_dict() for a in archs],
-                       "measured_ms": [stats[f"subnet{i}"].latency_ms for i in range(len(archs))],
-                       "ratio": [stats[f"subnet{i}"].ratio for i in range(len(archs))],
+                       "measured_ms": [stats[k].latency_ms for k in subnets],
+                       "ratio": [stats[k].ratio for k in subnets],
                        "seed": calibration_seed, "selection": SELECTION, "readings": WHOLE_READINGS} if archs else {}
         meta = TableMeta(device=device.name, space=space.name, space_digest=space.digest, mode="isolated",
                          device_info=device.describe(), protocol=protocol.to_dict(),

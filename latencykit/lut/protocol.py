@@ -162,12 +162,12 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
     handles = {k: device.open_layer(p) if k in layers else device.open(p) for k, p in models.items()}
     handles[REF_KEY] = device.open(reference)
     try:
-        runs = {k: 1 if k in whole else n for k, n in
-                ((k, _burst_runs(device, h, protocol)) for k, h in handles.items())}
+        runs = {k: _burst_runs(device, h, protocol) for k, h in handles.items()}  # every model warmed up
+        whole_keys = [k for k in keys if k in whole]
+        runs.update(dict.fromkeys(whole_keys, 1))
         rounds = list(journal.rounds) if journal else []
         rng = np.random.default_rng(protocol.seed + len(rounds))
         base_left = max(protocol.rounds - sum(r["phase"] == "base" for r in rounds), 0)
-        whole_keys = [k for k in keys if k in whole]
         whole_left = max(protocol.rounds - sum(r["phase"] == "whole" for r in rounds), 0) if whole_keys else 0
         total = base_left * len(keys) + whole_left * len(whole_keys)
         done = 0
