@@ -245,11 +245,13 @@ def test_a_noisy_sub_millisecond_entry_gets_extra_rounds() -> None:
     assert stats["a"].cv > PROTOCOL.cv_threshold
 
 
-def test_whole_networks_are_read_one_run_at_a_time_between_references_for_twice_the_rounds(tmp_path: Path) -> None:
+def test_whole_networks_are_read_one_run_at_a_time_between_references_for_whole_factor_times_the_rounds(tmp_path: Path) -> None:
     """Whole networks (`whole`) are read as validation reads them: one run per reading, the reference
-    measured right before and after it, and a second set of rounds of them alone. Twelve models
+    measured right before and after it, and `whole_factor - 1` more sets of rounds of them alone. Twelve models
     between two references per round while the speed wanders (+-30%, period about 12 measurements):
-    the whole network lands within 0.5% of its cost, the models read as layers by up to several %."""
+    the whole network lands within 1% of its cost (the flanking references miss only the wander's
+    curvature, so where its readings fall on the sine moves it by a few tenths of a %), the models read
+    as layers by up to several %."""
     costs = {f"m{i}": 1.0 + i for i in range(12)}
     models = {k: Path(f"/models/{k}.onnx") for k in costs}
     dev = ScriptedDevice({**{models[k]: ms for k, ms in costs.items()}, REF: REF_MS}, REF,
@@ -262,11 +264,12 @@ def test_whole_networks_are_read_one_run_at_a_time_between_references_for_twice_
     def error(k: str) -> float:
         return abs(stats[k].latency_ms / (costs[k] * scale) - 1)
 
-    assert error("m11") < 0.005
+    assert error("m11") < 0.01
     assert max(error(k) for k in costs if k != "m11") > 0.02
-    assert dev.runs[models["m11"]] == {1} and dev.timed[models["m11"]] == 2 * protocol.rounds
+    assert dev.runs[models["m11"]] == {1} and dev.timed[models["m11"]] == protocol.whole_factor * protocol.rounds
     assert all(dev.timed[models[k]] == protocol.rounds for k in costs if k != "m11")
-    assert [r["phase"] for r in journal.rounds] == ["base"] * protocol.rounds + ["whole"] * protocol.rounds + ["done"]
+    whole_rounds = (protocol.whole_factor - 1) * protocol.rounds
+    assert [r["phase"] for r in journal.rounds] == ["base"] * protocol.rounds + ["whole"] * whole_rounds + ["done"]
     for r in journal.rounds[:-1]:  # a reference right before and right after every reading of m11
         at = list(r["raw"]).index("m11")
         assert at in r["ref_at"] and at + 1 in r["ref_at"] and len(set(r["ref_at"])) == len(r["ref_at"])
@@ -275,4 +278,4 @@ def test_whole_networks_are_read_one_run_at_a_time_between_references_for_twice_
     (tmp_path / "k").write_text("\n".join(lines[:1 + protocol.rounds + 2]) + "\n")
     later = ScriptedDevice({**{models[k]: ms for k, ms in costs.items()}, REF: REF_MS}, REF)
     measure_models(later, models, REF, protocol, Journal(tmp_path / "k", {"test": 1}), whole=["m11"])
-    assert later.timed[models["m11"]] == protocol.rounds - 2 and later.timed[models["m0"]] == 0
+    assert later.timed[models["m11"]] == whole_rounds - 2 and later.timed[models["m0"]] == 0

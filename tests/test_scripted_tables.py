@@ -95,8 +95,8 @@ def test_isolated_entries_and_sums_equal_the_known_costs(mini, isolated) -> None
 def test_profile_opens_table_entries_as_lone_layers_and_nothing_else(mini, costs, tmp_path) -> None:
     """Entries go through `Device.open_layer` (host cuts a lone layer's layout copies there); the
     reference, the call overhead and the calibration subnets are opened as they stand. The
-    calibration subnets are read as validation reads whole subnets: one run at a time, twice the
-    rounds."""
+    calibration subnets are read as validation reads whole subnets: one run at a time, `whole_factor`
+    times the rounds."""
     dev = device(costs)
     table = profile(mini, dev, tmp_path / "mini.parquet", QUICK, costs[0], calibrate=CALIBRATE).table
     layers = {export_layer(l, costs[0], "onnx").resolve() for l in mini.distinct_layers()}
@@ -104,7 +104,7 @@ def test_profile_opens_table_entries_as_lone_layers_and_nothing_else(mini, costs
     assert all(dev.opened_as_layer[p] == dev.opened[p] for p in layers)
     subnets = {export_network(mini.layers(a), costs[0], "onnx").resolve() for a in table.calibration_set(mini)[0]}
     assert len(subnets) == CALIBRATE and not subnets & set(dev.opened_as_layer)
-    assert all(dev.runs[p] == {1} and dev.timed[p] >= 2 * QUICK.rounds for p in subnets)
+    assert all(dev.runs[p] == {1} and dev.timed[p] >= QUICK.whole_factor * QUICK.rounds for p in subnets)
     assert all(dev.timed[p] < 2 * QUICK.rounds for p in layers)
     assert table.meta.calibration["readings"].startswith("1 run per reading")
 

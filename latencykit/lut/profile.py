@@ -25,7 +25,7 @@ from latencykit.lut.protocol import CALL_KEY, REF_KEY, REFERENCE, Journal, Progr
 from latencykit.lut.table import LatencyTable, TableMeta, default_path
 from latencykit.space import SearchSpace
 
-WHOLE_READINGS = "1 run per reading, the reference before and after it, 2 x rounds"
+WHOLE_READINGS = "1 run per reading, the reference before and after it, protocol.whole_factor x rounds"
 """How the calibration subnets are read (`measure_models(whole=...)`), recorded with the table."""
 
 

@@ -48,6 +48,10 @@ class Protocol:
     ref_every: int = 20
     cv_threshold: float = 0.05
     extra_rounds: int = 10
+    whole_factor: int = 4
+    """Whole networks (`measure_models(whole=...)`) get `whole_factor` x `rounds` readings in all: as many as
+    validation's two passes. Their readings are the labels a calibrated fit learns from, and its error on
+    later sessions' subnets followed their noise (benchmarks/results/robustness.md)."""
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -152,9 +156,9 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
 
     The models keyed in `layers` are table entries, opened as lone layers (`Device.open_layer`).
     Those keyed in `whole` are whole networks, measured as validation measures them: one run per
-    reading with the reference right before and after it, and `protocol.rounds` more rounds of them
-    alone (`whole` phase), so twice the readings: bursts of a whole network with a reference only
-    every `ref_every` models spread 2-3x more (benchmarks/results/drift_correction.md)."""
+    reading with the reference right before and after it, and `(protocol.whole_factor - 1) x
+    protocol.rounds` more rounds of them alone (`whole` phase): bursts of a whole network with a
+    reference only every `ref_every` models spread 2-3x more (benchmarks/results/drift_correction.md)."""
     keys, whole = list(models), set(whole)
     finished = [r for r in journal.rounds if r["phase"] != "done"] if journal else []
     if journal and len(finished) < len(journal.rounds):
@@ -168,7 +172,8 @@ def measure_models(device: Device, models: Mapping[str, Path], reference: Path, 
         rounds = list(journal.rounds) if journal else []
         rng = np.random.default_rng(protocol.seed + len(rounds))
         base_left = max(protocol.rounds - sum(r["phase"] == "base" for r in rounds), 0)
-        whole_left = max(protocol.rounds - sum(r["phase"] == "whole" for r in rounds), 0) if whole_keys else 0
+        whole_rounds = (protocol.whole_factor - 1) * protocol.rounds if whole_keys else 0
+        whole_left = max(whole_rounds - sum(r["phase"] == "whole" for r in rounds), 0)
         total = base_left * len(keys) + whole_left * len(whole_keys)
         done = 0
 
