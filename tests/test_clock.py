@@ -41,13 +41,17 @@ def test_a_negative_or_nan_eviction_is_refused(mib):
 
 
 def test_host_records_its_eviction_and_a_layer_pays_for_weights_pushed_out_of_cache(tmp_path):
-    """A 576 KiB weight fits in this CPU's L2: run back to back it stays there, after 8 MiB written it does not."""
+    """A 4 MiB weight stays in the last level cache run back to back; the default eviction pushes part of it out.
+
+    On this machine's 8 MiB L3 the default writes 2 MiB and the run slows 1.3-1.4x (a 576 KiB weight, the size
+    used before, slowed only 1.11-1.15x: too close to the bound under load).
+    """
     path = tmp_path / "linear.onnx"
-    export_onnx(torch.nn.Linear(384, 384), (torch.zeros(1, 384),), path)
+    export_onnx(torch.nn.Linear(1024, 1024), (torch.zeros(1, 1024),), path)
     warm, evicting = get_device("host", evict_mib=0), get_device("host")
     assert warm.describe()["evict_mib"] == 0.0 and evicting.describe()["evict_mib"] == default_evict_mib() > 0
     handle = warm.open(path)
-    pairs = [(warm.measure(handle, 20), evicting.measure(handle, 20)) for _ in range(7)]
+    pairs = [(warm.measure(handle, 20), evicting.measure(handle, 20)) for _ in range(9)]
     ratio = np.median([b for _, b in pairs]) / np.median([a for a, _ in pairs])
     assert ratio > 1.1, pairs
 
