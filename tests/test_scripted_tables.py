@@ -26,7 +26,7 @@ from latencykit.lut.profile import profile
 from latencykit.lut.protocol import Protocol, export_call, export_reference
 from latencykit.lut.removal import choose_references, profile_removal, removable
 from latencykit.lut.table import load_table
-from latencykit.lut.validate import ANCHORS, evaluate, measure_archs, sample_archs, save
+from latencykit.lut.validate import ANCHORS, Measurements, evaluate, measure_archs, sample_archs, save
 from latencykit.space import SearchSpace, load_space
 
 from scripted_device import ScriptedDevice
@@ -331,6 +331,9 @@ def test_raw_readings_and_the_reference_now_average_both_passes_and_the_anchors_
     assert saved["anchor_then_ms"] == pytest.approx(then.tolist()) and then == pytest.approx(anchors, rel=1e-9)
     assert np.array(saved["anchor_now_ms"]) == pytest.approx(np.stack([anchors, 1.5 * anchors]), rel=1e-12)
     assert saved["raw_ms"] == pytest.approx((1.25 * truth).tolist()) and "third_ms" not in saved
+    back = Measurements.from_dict(json.loads(json.dumps(saved)))  # as benchmarks read their saved readings
+    assert back.archs == archs and back.to_dict() == saved and back.measured == pytest.approx(m.measured, rel=1e-12)
     # without a table: on the reference block's scale, no anchors in the record
     bare = measure_archs(mini, device(costs), archs[:1], None, QUICK, cache).to_dict()
     assert "anchor_then_ms" not in bare and "anchor_now_ms" not in bare
+    assert Measurements.from_dict(bare).anchor_now_ms is None

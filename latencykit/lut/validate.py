@@ -107,6 +107,16 @@ class Measurements:
                 **({"anchor_then_ms": self.anchor_then_ms.tolist(), "anchor_now_ms": self.anchor_now_ms.tolist()}
                    if self.anchor_now_ms is not None else {})}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Measurements":
+        """Back from `to_dict` (the readings benchmarks save), without the reference-block comparison."""
+        def array(key: str) -> np.ndarray | None:
+            return np.array([np.nan if v is None else v for v in data[key]], dtype=float) if key in data else None
+
+        return cls([Arch.from_dict(a) for a in data["archs"]], array("first_ms"), array("second_ms"),
+                   array("raw_ms"), float(data["reference_ms_now"]), data["scale"], None,
+                   array("anchor_then_ms"), array("anchor_now_ms"), array("third_ms"))
+
 
 @dataclass
 class Validation:
