@@ -1,8 +1,9 @@
 """The kernel predictor scored on the model zoo (held out: it is trained on sampled kernels only).
 
 For each device: profile kernels (`profile_kernels`, timed), then measure every zoo variant whole with
-the tables' protocol twice, in two separate processes (the second pass is the test-retest noise floor),
-predict each from its ONNX graph's kernels, and report the share within ±5% / ±10%.
+the tables' whole-network protocol (one run per reading, beside references) twice, in two separate
+processes (the second pass is the test-retest noise floor), predict each from its ONNX graph's kernels
+(and, on host, the reorders ONNX Runtime adds), and report the share within ±5% / ±10%.
 
 Run from the repository root (nice it on a shared machine):
     PYTHONPATH=$PWD nice -n 5 python benchmarks/any_model.py --devices host --samples 30
@@ -46,7 +47,8 @@ def measure_pass(device_name: str, widths: list[float], resolutions: list[int], 
     device = get_device(device_name)
     cache = default_cache()
     files = {v.name: cache.export(*build(v), device.format) for v in zoo(widths, resolutions)}
-    stats = measure_models(device, files, export_reference(cache, device.format), Protocol(rounds=rounds, seed=seed))
+    stats = measure_models(device, files, export_reference(cache, device.format), Protocol(rounds=rounds, seed=seed),
+                           whole=set(files))  # as tables measure whole networks: one run per reading
     return {k: stats[k].latency_ms for k in files}
 
 
@@ -56,7 +58,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=30, help="kernel samples per type (x SHARE)")
     ap.add_argument("--widths", default="0.5,1.0")
     ap.add_argument("--resolutions", default="128,192")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of kernel profiling")
+    ap.add_argument("--model-rounds", type=int, default=15, help="rounds of the zoo's whole-model measurement")
     ap.add_argument("--pass", dest="one_pass", nargs=2, metavar=("DEVICE", "JSON"), help=argparse.SUPPRESS)
     ap.add_argument("--home", default=None, help="LATENCYKIT_HOME to keep (kernel predictors, exports)")
     args = ap.parse_args()
@@ -64,7 +67,7 @@ def main() -> None:
     resolutions = [int(r) for r in args.resolutions.split(",")]
     if args.one_pass:
         device, out = args.one_pass
-        Path(out).write_text(json.dumps(measure_pass(device, widths, resolutions, args.rounds, seed=1)))
+        Path(out).write_text(json.dumps(measure_pass(device, widths, resolutions, args.model_rounds, seed=1)))
         return
     os.environ["LATENCYKIT_HOME"] = args.home or tempfile.mkdtemp(prefix="latencykit-any-model-")
     import torch
@@ -88,12 +91,14 @@ def main() -> None:
         profile_s = model.info.get("seconds", time.perf_counter() - start)
         variants = zoo(widths, resolutions)
         onnx = {v.name: default_cache().export(*build(v), "onnx") for v in variants}
-        first = measure_pass(name, widths, resolutions, args.rounds, seed=0)
+        loads = [os.getloadavg()[0]]
+        first = measure_pass(name, widths, resolutions, args.model_rounds, seed=0)
         with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
             subprocess.run([sys.executable, __file__, "--pass", name, tmp.name, "--widths", args.widths,
-                            "--resolutions", args.resolutions, "--rounds", str(args.rounds)], check=True,
+                            "--resolutions", args.resolutions, "--model-rounds", str(args.model_rounds)], check=True,
                            env=os.environ.copy())
             second = json.loads(Path(tmp.name).read_text())
+        loads.append(os.getloadavg()[0])
         rows = []
         for v in variants:
             measured = (first[v.name] + second[v.name]) / 2
@@ -109,7 +114,7 @@ def main() -> None:
             "within_5": float((err <= 5).mean() * 100), "within_10": float((err <= 10).mean() * 100),
             "mape": float(err.mean()), "retest_within_5": float((retest <= 5).mean() * 100),
             "retest_within_10": float((retest <= 10).mean() * 100), "retest_mape": float(retest.mean()),
-            "runtime": device.describe().get("runtime"), "rows": rows}
+            "runtime": device.describe().get("runtime"), "load": loads, "rows": rows}
         write(report)
 
 
@@ -117,13 +122,15 @@ def write(report: dict) -> None:
     lines = ["# Bring your own model: kernel predictor on the held-out zoo", "",
              "The kernel predictor is trained on sampled kernels only (`profile --kernels`); the zoo "
              "(`latencykit.zoo`, 11 families) is never used to fit it. Each model is measured whole with the "
-             "tables' protocol twice, in two processes; *retest* is the second pass against the first (noise "
-             "floor). nn-Meter reports 99.0% within ±10% on its own phones with thousands of kernel samples: "
+             "tables' whole-network protocol twice, in two processes; *retest* is the second pass against the first "
+             "(noise floor). nn-Meter reports 99.0% within ±10% on its own phones with thousands of kernel samples: "
              "that is not the same work (other runtimes, devices, kernels and sample counts).", "",
-             f"Command: `{report['command']}`  ", f"CPU: {report['cpu']}, {report['cores']} cores (shared with "
-             "other jobs), 1 runtime thread, Python " + report["python"], ""]
+             f"Command: `{report['command']}`  ",
+             f"CPU: {report['cpu']}, {report['cores']} cores, 1 runtime thread, Python {report['python']}", ""]
     for name, d in report["devices"].items():
         lines += [f"## {name} ({d['runtime']})", "",
+                  f"1-minute load average before and after measuring the zoo: "
+                  f"{' / '.join(f'{x:.1f}' for x in d.get('load', []))}.", "",
                   f"Kernel profiling: {sum(d['kernel_samples'].values())} samples in {d['profile_s']:.0f} s "
                   f"({', '.join(f'{k} {n}' for k, n in d['kernel_samples'].items())}).", "",
                   "| | within ±5% | within ±10% | MAPE % |", "|---|---|---|---|",

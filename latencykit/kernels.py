@@ -30,10 +30,13 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "transpose": ("elements", "inner"),
     "concat": ("elements", "inputs"),
     "slice": ("elements",),
+    "reorder": ("c", "hw", "out"),
 }
-"""Each kernel type's configuration, as numbers (flags are 0/1; `act.kind` indexes ACTS)."""
+"""Each kernel type's configuration, as numbers (flags are 0/1; `act.kind` indexes ACTS). `reorder` is a
+layout change the runtime adds itself (ONNX Runtime's blocked convolutions on x86, latencykit.devices.nchwc):
+no torch module exports to it; `out` is 1 out of the blocked layout, 0 into it."""
 
-SHARE: dict[str, int] = {"conv": 20, "dwconv": 8, "gconv": 8, "linear": 8, "matmul": 4}
+SHARE: dict[str, int] = {"conv": 20, "dwconv": 8, "gconv": 8, "linear": 8, "matmul": 4, "reorder": 2}
 """Samples of each type per unit of `profile --kernel-samples` (other types: 1): the costly, varied ones get more."""
 
 ACTS = ("relu", "sigmoid", "hardswish", "hardsigmoid", "silu", "gelu", "relu6", "tanh")
@@ -188,6 +191,8 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
         return {"elements": elements, "inputs": _pick(rng, [2, 2, 3, 4])}
     if kind == "slice":
         return {"elements": elements}
+    if kind == "reorder":
+        return {"c": c, "hw": hw, "out": flag}
     raise KeyError(kind)
 
 
@@ -210,6 +215,8 @@ def flops(kind: str, f: dict) -> float:
         return f["hw"] ** 2 * f["c"]
     if kind in ("softmax", "layernorm"):
         return f["rows"] * f["cols"]
+    if kind == "reorder":
+        return f["c"] * f["hw"] ** 2
     return float(f["elements"])
 
 
@@ -230,4 +237,6 @@ def memory(kind: str, f: dict) -> float:
         return (hw + out_hw) * f["c"]
     if kind in ("softmax", "layernorm"):
         return 2 * f["rows"] * f["cols"]
+    if kind == "reorder":
+        return 2.0 * f["c"] * f["hw"] ** 2
     return 2.0 * f["elements"]

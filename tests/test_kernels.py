@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import platform
 from pathlib import Path
 
 import onnx
@@ -13,10 +14,11 @@ from onnx import TensorProto, helper
 
 from latencykit.cli import main
 from latencykit.devices import get_device
+from latencykit.devices.nchwc import Reorder, reorder_graph
 from latencykit.export import default_cache
 from latencykit.kernels import ACTS, FEATURES, build_kernel, sample_config
 from latencykit.lut import kernels as kmod
-from latencykit.lut.kernels import KernelError, KernelPredictor, detect, kernel_path
+from latencykit.lut.kernels import Kernel, KernelError, KernelPredictor, blocks_layout, detect, kernel_path
 from latencykit.zoo import Variant, build
 
 
@@ -64,7 +66,7 @@ def test_fusion_rules_are_data(monkeypatch) -> None:
     assert collections.Counter(k.kind for k in detect(path, "tflite").kernels)["act"] == 35  # ReLU6 unfused
 
 
-@pytest.mark.parametrize("kind", sorted(FEATURES))
+@pytest.mark.parametrize("kind", sorted(set(FEATURES) - {"reorder"}))  # a reorder is the runtime's own, below
 def test_each_kernel_type_exports_to_the_kernel_it_is(kind) -> None:
     import numpy as np
 
@@ -74,6 +76,22 @@ def test_each_kernel_type_exports_to_the_kernel_it_is(kind) -> None:
     assert [k.kind for k in found.kernels] == [kind] and not found.unknown
     if kind not in ("act", "add", "mul", "concat", "slice", "transpose"):  # shapes rounded to a grid
         assert found.kernels[0].features == f
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="ONNX Runtime blocks convolutions on x86")
+def test_the_runtime_s_layout_changes_are_read_from_the_graph_it_runs(tmp_path) -> None:
+    """A lone convolution is converted into ONNX Runtime's blocked layout and back (two reorders); a lone
+    reorder written by `reorder_graph` runs, and is the one layout change of its own graph."""
+    host = get_device("host")
+    conv = default_cache().export(*build_kernel("conv", {"hw": 8, "cin": 16, "cout": 24, "k": 3, "stride": 1,
+                                                         "relu": 0}), "onnx")
+    assert host.layout_changes(conv) == [Reorder(16, 8, 0), Reorder(24, 8, 1)]
+    for r in (Reorder(20, 14, 0), Reorder(20, 14, 1)):
+        path = reorder_graph(r, tmp_path / f"reorder{r.out}.onnx")
+        assert host.layout_changes(path) == [r]
+        handle = host.open(path)
+        assert host.measure(handle, 3) > 0
+    assert get_device("host-litert").layout_changes(conv) == []  # XNNPACK: no layout change to count
 
 
 def unknown_op_model(tmp_path: Path) -> Path:
@@ -93,7 +111,9 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
     out = capsys.readouterr()
     assert info.value.code == 0, out.err
     data = json.loads(out.out)
-    assert set(data["samples"]) == set(FEATURES) and data["samples"]["conv"] == 4 and data["samples"]["gconv"] == 2
+    blocked = blocks_layout(get_device("host"), default_cache())  # ONNX Runtime on x86: reorders sampled too
+    assert set(data["samples"]) == (set(FEATURES) if blocked else set(FEATURES) - {"reorder"})
+    assert data["samples"]["conv"] == 4 and data["samples"]["gconv"] == 2
     stored = json.loads(kernel_path("host").read_text())
     assert stored["format"] == "latencykit-kernel-predictor" and stored["info"]["device_info"]["device"] == "host"
 
@@ -103,13 +123,19 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
     out = capsys.readouterr()
     assert info.value.code == 0, out.err
     pred = json.loads(out.out)
-    assert pred["latency_ms"] > 0 and len(pred["kernels"]) == len(detect(model).kernels)
     found = detect(model)
+    reorders = get_device("host").layout_changes(model)  # squeezenet: its classifier's output leaves the blocked layout
+    assert not blocked or len(reorders) == 1
+    assert pred["latency_ms"] > 0 and len(pred["kernels"]) == len(found.kernels) + len(reorders)
+    assert [k["config"] for k in pred["kernels"] if k["kernel"] == "reorder"] == [
+        {"c": r.c, "hw": r.hw, "out": r.out} for r in reorders]
     assert found.free_nodes > 0 and pred["free_nodes_ms"] == pytest.approx(found.free_nodes * stored["node_ms"])
     assert sum(k["ms"] for k in pred["kernels"]) + pred["overhead_ms"] + pred["free_nodes_ms"] == pytest.approx(
         pred["latency_ms"], rel=1e-12)
     # stored as samples and refitted deterministically: the same predictions after a reload
-    again = KernelPredictor.load(kernel_path("host")).predict(list(found.kernels), found.free_nodes)
+    again = KernelPredictor.load(kernel_path("host")).predict(
+        [*found.kernels, *(Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (), ()) for r in reorders)],
+        found.free_nodes)
     assert again == pytest.approx(pred["latency_ms"], rel=1e-12)
 
     # an unknown operator is named, with the measured fallback

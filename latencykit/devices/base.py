@@ -54,6 +54,12 @@ class Device(ABC):
         a lone layer's boundary that it does not pay inside a network (host: layout changes)."""
         return self.open(model)
 
+    def layout_changes(self, model: Path) -> list:
+        """The layout changes the runtime adds to `model`'s graph, each a time a kernel predictor counts
+        (host: ONNX Runtime's reorders into and out of its blocked layout, latencykit.devices.nchwc.Reorder);
+        none by default."""
+        return []
+
     @abstractmethod
     def measure(self, handle: Any, runs: int) -> float:
         """Median latency in ms of `runs` inferences, back to back or each after the device's own untimed

@@ -115,6 +115,14 @@ class HostOnnxDevice(Device):
                 raise DeviceUnavailableError(f"{self.name}: cannot load {model}: {exc}") from exc
             return self.open(cut if found else model)
 
+    def layout_changes(self, model: Path) -> list:
+        from latencykit.devices.nchwc import reorders
+
+        try:
+            return reorders(Path(model), self._options())
+        except Exception as exc:
+            raise DeviceUnavailableError(f"{self.name}: cannot load {model}: {exc}") from exc
+
     def measure(self, handle: _Session, runs: int) -> float:
         run, binding = handle.session.run_with_iobinding, handle.binding
         return median_ms(lambda: run(binding), runs, self.clock, self.evictor)

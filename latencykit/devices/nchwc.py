@@ -8,10 +8,16 @@ layer's time by ONNX Runtime's profiler (one process), time the layer does not c
 layer's optimized graph with those two copies cut, taking and giving the blocked tensors; a residual
 sum done after the output copy (the layer's own input added back) is done on the blocked tensors.
 Anything else at the boundary is left as it is.
+
+Inside a network the layout changes where a blocked convolution meets an op that has no blocked
+kernel (a squeeze-excite gate, a channel shuffle, a transpose): `reorders` lists them from the graph
+ONNX Runtime runs, and `reorder_graph` writes one alone, so a kernel predictor can sample and count them.
 """
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +84,66 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
         g.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shapes[name]))
     onnx.save(graph_model, str(out))
     return True
+
+
+@dataclass(frozen=True)
+class Reorder:
+    """One layout change: into the blocked layout (`out` 0) or back out of it (1), of a c x hw x hw map."""
+
+    c: int
+    hw: int
+    out: int
+
+
+def optimized_graph(model: Path, options):
+    """The graph ONNX Runtime runs for `model` under `options` (its blocked convolutions and reorders)."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "optimized.onnx"
+        options.optimized_model_filepath = str(out)
+        options.log_severity_level = 3
+        ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return onnx.load(str(out))
+
+
+def reorders(model: Path, options) -> list[Reorder]:
+    """The layout changes ONNX Runtime adds to `model` under `options`, in graph order."""
+    graph_model = optimized_graph(model, options)
+    nodes = [n for n in graph_model.graph.node
+             if n.domain == NCHWC and n.op_type in ("ReorderInput", "ReorderOutput")]
+    if not nodes:
+        return []
+    plain = [n.input[0] if n.op_type == "ReorderInput" else n.output[0] for n in nodes]  # the unblocked side
+    inputs = {x.name: [d.dim_value for d in x.type.tensor_type.shape.dim] for x in graph_model.graph.input}
+    shapes = {**_shapes(graph_model, [t for t in plain if t not in inputs]), **inputs}
+    out = []
+    for n, t in zip(nodes, plain):
+        shape = shapes[t]
+        out.append(Reorder(int(shape[1]), int(shape[-1]) if len(shape) == 4 else 1, int(n.op_type == "ReorderOutput")))
+    return out
+
+
+def reorder_graph(r: Reorder, path: Path) -> Path:
+    """An ONNX file doing only the layout change `r` (the blocked side padded by the runtime)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    plain = helper.make_tensor_value_info("plain", TensorProto.FLOAT, [1, r.c, r.hw, r.hw])
+    into = helper.make_node("ReorderInput", ["plain"], ["blocked"], domain=NCHWC)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)]
+    graph = helper.make_graph([into], "reorder", [plain],
+                              [helper.make_tensor_value_info("blocked", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=opsets)
+    if r.out:  # the blocked map's shape (channels padded to the machine's block) from the runtime itself
+        shape = _shapes(model, ["blocked"])["blocked"]
+        back = helper.make_node("ReorderOutput", ["blocked"], ["plain"], domain=NCHWC, channels=r.c)
+        graph = helper.make_graph([back], "reorder", [helper.make_tensor_value_info("blocked", TensorProto.FLOAT,
+                                                                                    shape)], [plain])
+        model = helper.make_model(graph, opset_imports=opsets)
+    onnx.save(model, str(path))
+    return path
 
 
 def _unreordered(node, x: str, producer: dict, consumers: dict) -> bool:

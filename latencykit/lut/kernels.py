@@ -2,6 +2,8 @@
 
 `detect` cuts a graph into kernels (latencykit.kernels) by the rules in `kernel_rules.json` (data,
 not code: which ops are free, which fuse into the kernel before them, which chains form one kernel).
+The runtime's own layout changes (ONNX Runtime's reorders around its blocked convolutions on x86) are
+read from the graph it runs (`Device.layout_changes`) and predicted as `reorder` kernels.
 `profile_kernels` measures sampled configurations of every kernel type on a device with the tables'
 protocol, in two stages: half the samples at random, then the other half where the first fit is
 least sure (largest spread across its trees). `KernelPredictor` fits one regressor per kernel type
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from latencykit.devices import Device, require
+from latencykit.devices.nchwc import Reorder, reorder_graph
 from latencykit.errors import LatencykitError
 from latencykit.export import ExportCache, default_cache
 from latencykit.files import atomic_write_text
@@ -339,27 +344,54 @@ def _measure(device: Device, configs: list[tuple[str, dict]], cache: ExportCache
     """Each configuration's latency; a ("chain", {"nodes": n}) entry is `node_chain(n)`."""
     files = {}
     for i, (kind, f) in enumerate(configs):
-        module = node_chain(f["nodes"]) if kind == "chain" else build_kernel(kind, f)
-        files[str(i)] = cache.export(*module, device.format)
+        if kind == "reorder":
+            files[str(i)] = _reorder_file(Reorder(**f), cache)
+        else:
+            files[str(i)] = cache.export(*(node_chain(f["nodes"]) if kind == "chain" else build_kernel(kind, f)),
+                                         device.format)
         if progress:
             progress(i + 1, 2 * len(configs))
+    # kernels are opened as table layers are (without the layout changes at a lone kernel's boundary: a
+    # network's own layout changes are counted as reorder kernels); a reorder sample is nothing else
+    layers = {str(i) for i, (kind, _) in enumerate(configs) if kind != "reorder"}
     stats = measure_models(device, files, export_reference(cache, device.format), protocol,
                            progress=(lambda d, t: progress(len(configs) + d * len(configs) // max(t, 1),
-                                                           2 * len(configs))) if progress else None)
+                                                           2 * len(configs))) if progress else None, layers=layers)
     return [stats[str(i)].latency_ms for i in range(len(configs))]
+
+
+def _reorder_file(r: Reorder, cache: ExportCache) -> Path:
+    """A lone layout change as an ONNX file, in the export cache (its blocked shape is this machine's)."""
+    import onnxruntime
+
+    target = cache.path("onnx", f"reorder-{r.c}-{r.hw}-{r.out}-ort{onnxruntime.__version__}")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            os.replace(reorder_graph(r, Path(tmp) / target.name), target)
+    return target
+
+
+def blocks_layout(device: Device, cache: ExportCache) -> bool:
+    """Whether the device's runtime adds layout changes around a convolution (then reorders are sampled)."""
+    return bool(device.layout_changes(cache.export(*build_kernel("conv", {"hw": 8, "cin": 16, "cout": 16, "k": 3,
+                                                                          "stride": 1, "relu": 0}), device.format)))
 
 
 def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: int = 0,
                     kinds: tuple[str, ...] = tuple(FEATURES), path: Path | None = None,
                     cache: ExportCache | None = None, progress: Progress | None = None) -> tuple[KernelPredictor, Path]:
     """Sample and measure `samples` configurations of every kernel type (times its SHARE) on `device` (half at
-    random, half where the first fit is least sure), fit the predictor, and save it (JSON: the samples)."""
+    random, half where the first fit is least sure), fit the predictor, and save it (JSON: the samples).
+    Reorders are sampled only where the device's runtime changes layout around a convolution."""
     require(device)
     cache = cache or default_cache()
     protocol = Protocol(rounds=rounds, extra_rounds=2, seed=seed)
     rng = np.random.default_rng(seed)
     seen: set = set()
     start = time.perf_counter()
+    if "reorder" in kinds and not blocks_layout(device, cache):
+        kinds = tuple(k for k in kinds if k != "reorder")
     wanted = {k: samples * SHARE.get(k, 1) for k in kinds}
     first = [(k, f) for k in kinds for f in _configs(k, max(2, wanted[k] // 2), rng, seen)]
     measured = _measure(device, [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN}), *first], cache, protocol,
@@ -403,12 +435,16 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None) -
     """An ONNX model's latency on `device`: the sum of its kernels' predictions, with the breakdown."""
     from latencykit.devices import get_device
 
-    found = detect(Path(path), get_device(device).format)
+    dev = get_device(device)
+    found = detect(Path(path), dev.format)
     if found.unknown:
         ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(found.unknown.items()))
         raise ModelError(f"{Path(path).name} has operators no kernel rule covers: {ops}; measure it whole "
                          f"instead: latencykit measure {path} --device {device}")
     model = load_kernel_predictor(device, predictor_path)
+    reorders = [Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (),
+                       ("ReorderOutput" if r.out else "ReorderInput",)) for r in dev.layout_changes(Path(path))]
+    found = Detection(found.kernels + tuple(reorders), found.unknown, found.free_nodes)
     ms = model.predict_kernels(list(found.kernels))
     rows = [{"kernel": k.kind, "config": k.features, "ops": "+".join(k.ops), "ms": float(t)}
             for k, t in zip(found.kernels, ms)]

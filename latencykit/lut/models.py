@@ -158,7 +158,8 @@ def measure_model(model: str, device: Device, input_shape: tuple[int, ...] | Non
     protocol = Protocol(rounds=rounds)
     start = time.perf_counter()
     try:
-        stats = measure_models(device, {"model": path}, export_reference(cache, device.format), protocol)
+        stats = measure_models(device, {"model": path}, export_reference(cache, device.format), protocol,
+                               whole={"model"})  # as tables measure whole networks
     except LatencykitError as exc:
         raise ModelError(f"{path.name} cannot run on {device.name}: {exc}") from None
     except Exception as exc:  # a runtime's own error on a file it loaded: still one line for the user
