@@ -5,8 +5,8 @@ the tables' whole-network protocol (one run per reading, beside references) twic
 processes (the second pass is the test-retest noise floor), predict each from its ONNX graph's kernels
 (and, on host, the reorders ONNX Runtime adds), and report the share within ±5% / ±10%.
 
-Run from the repository root (nice it on a shared machine):
-    PYTHONPATH=$PWD nice -n 5 python benchmarks/any_model.py --devices host --samples 30
+Run from the repository root, with nothing else running:
+    PYTHONPATH=$PWD python benchmarks/any_model.py --devices host --samples 30
 Writes benchmarks/results/any_model.md (and any_model.json beside it).
 """
 
@@ -79,7 +79,7 @@ def main() -> None:
     from latencykit.zoo import build
 
     torch.set_num_threads(1)
-    report = {"command": "PYTHONPATH=$PWD nice -n 5 python benchmarks/any_model.py " + " ".join(sys.argv[1:]),
+    report = {"command": "PYTHONPATH=$PWD python benchmarks/any_model.py " + " ".join(sys.argv[1:]),
               "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "devices": {}}
     for name in args.devices.split(","):
         device = get_device(name)

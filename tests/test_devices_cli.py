@@ -29,7 +29,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
 
 
 def test_host_litert_profiles(home):
-    res = cli("profile", "--device", "host-litert", "--space", MICRO, "--rounds", "2", "--json")
+    res = cli("profile", "--device", "host-litert", "--space", MICRO, "--rounds", "2", "--calibrate", "3", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["device"] == "host-litert" and summary["entries"] == 4

@@ -54,7 +54,7 @@ def kill_loop(kills: int, rounds: int, seed: int) -> None:
     space = load_space(TINY)
     keys = {layer.key for layer in space.distinct_layers()}
     cmd = [sys.executable, "-m", "latencykit", "profile", "--device", "host", "--space", TINY,
-           "--rounds", str(rounds), "--json"]
+           "--rounds", str(rounds), "--calibrate", "4", "--json"]
     table = default_path("host", space.name)
     journal = table.with_name(table.name + ".journal")
     for _ in range(kills):
@@ -70,7 +70,10 @@ def kill_loop(kills: int, rounds: int, seed: int) -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert not journal.exists()
-    assert_complete(load_table("host", space), keys, rounds)
+    table = load_table("host", space)
+    assert_complete(table, keys, rounds)
+    archs, ms = table.calibration_set(space)  # the whole subnets measured beside the layers came through too
+    assert len(archs) == 4 and (ms > 0).all()
 
 
 def test_kill_9_twice_then_resume_ends_in_a_complete_table(home: Path) -> None:
@@ -161,7 +164,7 @@ def test_a_phone_dropping_at_each_stage_fails_cleanly_and_the_next_run_resumes(
 
 def test_two_profiles_on_one_table_one_refuses_and_the_table_is_whole(home: Path) -> None:
     cmd = [sys.executable, "-m", "latencykit", "profile", "--device", "host", "--space", TINY, "--rounds", "3",
-           "--json"]
+           "--calibrate", "4", "--json"]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     table = default_path("host", "tiny")
     pid_file = table.with_name(table.name + ".lock.pid")

@@ -86,8 +86,8 @@ def test_the_runtime_s_layout_changes_are_read_from_the_graph_it_runs(tmp_path) 
     conv = default_cache().export(*build_kernel("conv", {"hw": 8, "cin": 16, "cout": 24, "k": 3, "stride": 1,
                                                          "relu": 0}), "onnx")
     assert host.layout_changes(conv) == [Reorder(16, 8, 0), Reorder(24, 8, 1)]
-    for r in (Reorder(20, 14, 0), Reorder(20, 14, 1)):
-        path = reorder_graph(r, tmp_path / f"reorder{r.out}.onnx")
+    for r in (Reorder(20, 14, 0), Reorder(20, 14, 1), Reorder(30, 7, 1)):  # out of the layout: any channels
+        path = reorder_graph(r, tmp_path / f"reorder{r.c}-{r.out}.onnx")
         assert host.layout_changes(path) == [r]
         handle = host.open(path)
         assert host.measure(handle, 3) > 0

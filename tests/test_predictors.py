@@ -28,7 +28,7 @@ def tables(tmp_path_factory, tiny):
     folder = tmp_path_factory.mktemp("predictor-tables")
     cache = ExportCache(folder / "exports")
     host = get_device("host")
-    iso = profile(tiny, host, folder / "iso" / "tiny.parquet", FAST, cache)
+    iso = profile(tiny, host, folder / "iso" / "tiny.parquet", FAST, cache, calibrate=0)
     rem = profile_removal(tiny, host, folder / "rem" / "tiny.parquet", FAST, WHOLE, cache)
     return iso, rem, cache
 
@@ -41,7 +41,7 @@ def small(tmp_path_factory):
     cache = ExportCache(folder / "exports")
     space = load_space(str(Path(__file__).parent / "data" / "small.json"))
     host = get_device("host")
-    table = profile(space, host, folder / "small.parquet", FAST, cache).table
+    table = profile(space, host, folder / "small.parquet", FAST, cache, calibrate=0).table  # fits below choose their own
     train = sample_archs(space, 16, seed=1000)
     test = sample_archs(space, 10, seed=0, exclude=train)
     protocol = Protocol(rounds=3, warmup_runs=2, min_runs=3, max_runs=10, burst_ms=3.0, extra_rounds=2)

@@ -130,14 +130,18 @@ def reorder_graph(r: Reorder, path: Path) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
-    plain = helper.make_tensor_value_info("plain", TensorProto.FLOAT, [1, r.c, r.hw, r.hw])
-    into = helper.make_node("ReorderInput", ["plain"], ["blocked"], domain=NCHWC)
+    def into(c: int):
+        graph = helper.make_graph([helper.make_node("ReorderInput", ["plain"], ["blocked"], domain=NCHWC)], "reorder",
+                                  [helper.make_tensor_value_info("plain", TensorProto.FLOAT, [1, c, r.hw, r.hw])],
+                                  [helper.make_tensor_value_info("blocked", TensorProto.FLOAT, None)])
+        return helper.make_model(graph, opset_imports=opsets)
+
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(NCHWC, 1)]
-    graph = helper.make_graph([into], "reorder", [plain],
-                              [helper.make_tensor_value_info("blocked", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=opsets)
-    if r.out:  # the blocked map's shape (channels padded to the machine's block) from the runtime itself
-        shape = _shapes(model, ["blocked"])["blocked"]
+    plain = helper.make_tensor_value_info("plain", TensorProto.FLOAT, [1, r.c, r.hw, r.hw])
+    model = into(r.c)
+    if r.out:  # the blocked map's shape (channels padded to the machine's block) from the runtime itself;
+        # a map leaving the layout may have any channels, one entering it a multiple of 4
+        shape = _shapes(into(-(-r.c // 4) * 4), ["blocked"])["blocked"]
         back = helper.make_node("ReorderOutput", ["blocked"], ["plain"], domain=NCHWC, channels=r.c)
         graph = helper.make_graph([back], "reorder", [helper.make_tensor_value_info("blocked", TensorProto.FLOAT,
                                                                                     shape)], [plain])
