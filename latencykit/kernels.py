@@ -27,14 +27,16 @@ FEATURES: dict[str, tuple[str, ...]] = {
     "act": ("elements", "kind"),
     "softmax": ("rows", "cols"),
     "layernorm": ("rows", "cols"),
-    "transpose": ("elements", "inner"),
+    "transpose": ("elements", "run"),
     "concat": ("elements", "inputs"),
     "slice": ("elements",),
     "reorder": ("c", "hw", "out"),
 }
 """Each kernel type's configuration, as numbers (flags are 0/1; `act.kind` indexes ACTS). `reorder` is a
 layout change the runtime adds itself (ONNX Runtime's blocked convolutions on x86, latencykit.devices.nchwc):
-no torch module exports to it; `out` is 1 out of the blocked layout, 0 into it."""
+no torch module exports to it; `out` is 1 out of the blocked layout, 0 into it. A transpose's `run` is how many
+values stay contiguous (its trailing axes left in place): 1 moves every value alone, 48 copies rows of 48
+(a ViT's head split permutes whole rows and costs a fraction of a 2-D transpose of as many values)."""
 
 SHARE: dict[str, int] = {"conv": 20, "dwconv": 8, "gconv": 8, "linear": 8, "matmul": 4, "reorder": 2}
 """Samples of each type per unit of `profile --kernel-samples` (other types: 1): the costly, varied ones get more."""
@@ -114,9 +116,10 @@ def build_kernel(kind: str, f: dict) -> tuple[nn.Module, tuple[torch.Tensor, ...
     if kind == "layernorm":
         return nn.LayerNorm(f["cols"]), (torch.randn(1, f["rows"], f["cols"]),)
     if kind == "transpose":
-        inner = f["inner"]
-        outer = max(1, f["elements"] // (inner * inner))
-        return _Fn(lambda x: x.transpose(-1, -2), label), (torch.randn(1, outer, inner, inner),)
+        rows = max(4, f["elements"] // f["run"])
+        a = max(2, int(round(math.sqrt(rows))))
+        shape = (1, a, max(2, rows // a), f["run"]) if f["run"] > 1 else (1, a, max(2, rows // a))
+        return _Fn(lambda x: x.transpose(1, 2), label), (torch.randn(*shape),)
     if kind == "concat":
         c, h, w = _grid(f["elements"] // f["inputs"])
         return _Fn(lambda *xs: torch.cat(xs, 1), label), tuple(torch.randn(1, c, h, w) for _ in range(f["inputs"]))
@@ -185,8 +188,8 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
         rows = tokens * (_pick(rng, [1, 2, 3, 4, 8]) if kind == "softmax" else _pick(rng, [1, 1, 4, 16]))
         return {"rows": rows, "cols": tokens if kind == "softmax" else _pick(rng, _CH)}
     if kind == "transpose":
-        inner = _pick(rng, [2, 3, 4, 8, 14, 16, 28, 32, 64])
-        return {"elements": max(elements, inner * inner), "inner": inner}
+        run = _pick(rng, [1, 1, 1, 2, 4, 8, 16, 24, 32, 48, 64, 96])
+        return {"elements": max(elements, 4 * run), "run": run}
     if kind == "concat":
         return {"elements": elements, "inputs": _pick(rng, [2, 2, 3, 4])}
     if kind == "slice":

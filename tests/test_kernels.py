@@ -44,10 +44,14 @@ def test_mobilenet_v2_kernels_with_relu6_fused_into_convolutions() -> None:
 
 
 def test_silu_is_one_kernel_and_a_squeeze_excite_gate_is_not_silu() -> None:
-    found = detect(zoo_onnx("efficientnet-b0"))
+    found = detect(zoo_onnx("efficientnet-b0"), "tflite")
     acts = collections.Counter(ACTS[k.features["kind"]] for k in found.kernels if k.kind == "act")
     assert set(acts) == {"silu", "sigmoid"} and acts["sigmoid"] == 16  # 16 SE gates
     assert collections.Counter(k.kind for k in found.kernels)["mul"] == 16  # each gate's multiply
+    # ONNX Runtime fuses each gate's Sigmoid into the convolution before it
+    onnx_found = detect(zoo_onnx("efficientnet-b0"), "onnx")
+    assert {ACTS[k.features["kind"]] for k in onnx_found.kernels if k.kind == "act"} == {"silu"}
+    assert sum(k.ops == ("Conv", "Sigmoid") for k in onnx_found.kernels) == 16
 
 
 def test_attention_and_gelu_in_a_vit() -> None:
@@ -124,8 +128,10 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
     assert info.value.code == 0, out.err
     pred = json.loads(out.out)
     found = detect(model)
-    reorders = get_device("host").layout_changes(model)  # squeezenet: its classifier's output leaves the blocked layout
-    assert not blocked or len(reorders) == 1
+    # squeezenet: its classifier's output leaves the blocked layout (and, where blocks are 16 channels wide as
+    # with AVX-512, so do its 8-channel squeezes)
+    reorders = get_device("host").layout_changes(model)
+    assert not blocked or len(reorders) >= 1
     assert pred["latency_ms"] > 0 and len(pred["kernels"]) == len(found.kernels) + len(reorders)
     assert [k["config"] for k in pred["kernels"] if k["kernel"] == "reorder"] == [
         {"c": r.c, "hw": r.hw, "out": r.out} for r in reorders]
@@ -176,3 +182,24 @@ def test_profile_needs_a_space_or_kernels_not_both(capsys) -> None:
         main(["profile", "-d", "host"])
     assert info.value.code == 2 and "--kernels" in capsys.readouterr().err
     assert get_device("host").format == "onnx"
+
+
+def test_a_transpose_s_contiguous_run_is_read_from_its_permutation() -> None:
+    runs = collections.Counter(k.features["run"] for k in detect(zoo_onnx("vit-tiny")).kernels
+                               if k.kind == "transpose")
+    assert runs[1] > 0 and max(runs) > 1  # keys transposed value by value; heads split row by row
+    for run in (1, 16):
+        path = default_cache().export(*build_kernel("transpose", {"elements": 4096, "run": run}), "onnx")
+        assert detect(path).kernels[0].features["run"] == run
+
+
+def test_a_predictor_with_earlier_transpose_samples_still_loads(tmp_path) -> None:
+    conv = {"hw": 8, "cin": 8, "cout": 8, "k": 1, "stride": 1, "relu": 0}
+    doc = {"format": kmod.FORMAT, "version": 1, "device": "host", "overhead_ms": 0.01, "node_ms": 0.001, "info": {},
+           "samples": {"conv": [{"config": conv, "ms": 0.05}] * 3,
+                       "transpose": [{"config": {"elements": 4096, "inner": 8}, "ms": 0.03}] * 3}}
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(doc))
+    model = KernelPredictor.load(path)  # its transposes swapped the last two axes: every value moved alone
+    assert model.samples["transpose"][0] == ({"elements": 4096, "run": 1}, 0.03)
+    assert model.samples["conv"][0] == (conv, 0.05)

@@ -32,12 +32,8 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
     `options` are the session options the device runs with (their optimization level decides
     whether the graph is blocked at all)."""
     import onnx
-    import onnxruntime as ort
 
-    options.optimized_model_filepath = str(out)
-    options.log_severity_level = 3  # silences "a blocked graph runs on this machine only": so it is used
-    ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    graph_model = onnx.load(str(out))
+    graph_model = optimized_graph(model, options)
     g = graph_model.graph
     consumers: dict[str, list] = {}
     producer = {o: n for n in g.node for o in n.output}
@@ -103,7 +99,7 @@ def optimized_graph(model: Path, options):
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "optimized.onnx"
         options.optimized_model_filepath = str(out)
-        options.log_severity_level = 3
+        options.log_severity_level = 3  # silences "a blocked graph runs on this machine only": so it is used
         ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         return onnx.load(str(out))
 

@@ -178,7 +178,9 @@ def detect(path: Path, fmt: str = "onnx") -> Detection:
             elif kind in ("softmax", "layernorm"):
                 cfg = {"rows": _prod(x[:-1]), "cols": x[-1]}
             elif kind == "transpose":
-                cfg = {"elements": _prod(x), "inner": min(x[-2:]) if len(x) >= 2 else 1}
+                perm = attr(n, "perm", list(range(len(x)))[::-1])
+                kept = next((i for i in range(len(x) - 1, -1, -1) if perm[i] != i), -1)  # trailing axes in place
+                cfg = {"elements": _prod(x), "run": _prod(x[kept + 1:])}
             elif kind == "concat":
                 cfg = {"elements": _prod(out), "inputs": max(2, sum(i not in static for i in inputs))}
             elif kind == "slice":
@@ -300,11 +302,20 @@ class KernelPredictor:
             for kind, rows in data["samples"].items():
                 if kind not in FEATURES:
                     raise ValueError(f"unknown kernel type {kind!r}")
-                samples[kind] = [({k: int(r["config"][k]) for k in FEATURES[kind]}, _ms(r["ms"])) for r in rows]
+                samples[kind] = [({k: int(_legacy(kind, r["config"])[k]) for k in FEATURES[kind]}, _ms(r["ms"]))
+                                 for r in rows]
             return cls(str(data["device"]), samples, _ms(data["overhead_ms"]), _ms(data["node_ms"]),
                        dict(data.get("info", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KernelError(f"kernel predictor {path} is damaged: {exc}") from None
+
+
+def _legacy(kind: str, config: dict) -> dict:
+    """A sample's configuration as this version names it: earlier transposes swapped their last two axes
+    (`inner` x `inner` tiles), which moves every value alone: a contiguous `run` of 1."""
+    if kind == "transpose" and "run" not in config and "inner" in config:
+        return {**config, "run": 1}
+    return config
 
 
 def _ms(value: object) -> float:
