@@ -57,6 +57,10 @@ def test_silu_is_one_kernel_and_a_squeeze_excite_gate_is_not_silu() -> None:
 def test_attention_and_gelu_in_a_vit() -> None:
     counts = kinds(zoo_onnx("vit-tiny"))
     assert counts["matmul"] == 24 and counts["softmax"] == 12 and counts["layernorm"] == 25
+    # each attention's scale (a Mul by a constant) fuses into its MatMul in ONNX Runtime, not in XNNPACK
+    scaled = [k for k in detect(zoo_onnx("vit-tiny")).kernels if k.kind == "matmul" and len(k.ops) == 2]
+    assert len(scaled) == 12 and all(k.ops == ("MatMul", "Mul") for k in scaled) and counts["mul"] == 0
+    assert collections.Counter(k.kind for k in detect(zoo_onnx("vit-tiny"), "tflite").kernels)["mul"] == 12
     gelus = [k for k in detect(zoo_onnx("vit-tiny")).kernels if k.kind == "act"]
     assert len(gelus) == 12 and all(ACTS[k.features["kind"]] == "gelu" and len(k.ops) == 5 for k in gelus)
 

@@ -90,7 +90,7 @@ def detect(path: Path, fmt: str = "onnx") -> Detection:
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
         if dims and all(d > 0 for d in dims):
             shapes[vi.name] = dims
-    static = {i.name for i in g.initializer}
+    static = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     for init in g.initializer:
         shapes[init.name] = list(numpy_helper.to_array(init).shape)
     missing = [o for n in g.node for o in n.output if o and o not in shapes]
@@ -189,7 +189,8 @@ def detect(path: Path, fmt: str = "onnx") -> Detection:
             while (nxt := only_consumer(cur)) is not None:
                 bias = nxt.op_type == "Add" and any(i in static for i in nxt.input)
                 residual = nxt.op_type == "Add" and not bias
-                rule = "Sum" if residual else nxt.op_type
+                scale = nxt.op_type in ("Mul", "Div") and any(i in static for i in nxt.input)
+                rule = "Sum" if residual else "Scale" if scale else nxt.op_type
                 if rule not in fuse.get(kind, ()):
                     break
                 if nxt.op_type in ("Relu", "Clip"):
