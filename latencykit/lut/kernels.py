@@ -303,8 +303,8 @@ class KernelPredictor:
             for kind, rows in data["samples"].items():
                 if kind not in FEATURES:
                     raise ValueError(f"unknown kernel type {kind!r}")
-                samples[kind] = [({k: int(_legacy(kind, r["config"])[k]) for k in FEATURES[kind]}, _ms(r["ms"]))
-                                 for r in rows]
+                configs = [_legacy(kind, r["config"]) for r in rows]
+                samples[kind] = [({k: int(c[k]) for k in FEATURES[kind]}, _ms(r["ms"])) for c, r in zip(configs, rows)]
             return cls(str(data["device"]), samples, _ms(data["overhead_ms"]), _ms(data["node_ms"]),
                        dict(data.get("info", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
