@@ -6,9 +6,11 @@ processes (the second pass is the test-retest noise floor), predict each from it
 (and, on host, the reorders ONNX Runtime adds), and report the share within ±5% / ±10%. With
 --profile-retest the kernels are profiled again in a third process after the zoo (same seed, so the same
 samples): how far each kernel type's samples moved, and the zoo score of the second profile's predictor.
+With --kernel-check the zoo's own kernels are measured alone (for scoring, never fitted): the predictor's
+error against each kernel alone, and how far each network's kernels alone sum from it whole (composition).
 
 Run from the repository root, with nothing else running:
-    PYTHONPATH=$PWD python benchmarks/any_model.py --devices host --samples 30 --profile-retest
+    PYTHONPATH=$PWD python benchmarks/any_model.py --devices host --samples 30 --profile-retest --kernel-check
 Writes benchmarks/results/any_model.md (and any_model.json beside it).
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "any_model.md"
+REF = "__reference__"  # latencykit.lut.protocol.REF_KEY: the reference block's median in a pass
 
 
 def zoo(widths: list[float], resolutions: list[int]):
@@ -42,7 +45,7 @@ def measure_pass(device_name: str, widths: list[float], resolutions: list[int], 
 
     from latencykit.devices import get_device
     from latencykit.export import default_cache
-    from latencykit.lut.protocol import Protocol, export_reference, measure_models
+    from latencykit.lut.protocol import REF_KEY, Protocol, export_reference, measure_models
     from latencykit.zoo import build
 
     torch.set_num_threads(1)
@@ -51,7 +54,7 @@ def measure_pass(device_name: str, widths: list[float], resolutions: list[int], 
     files = {v.name: cache.export(*build(v), device.format) for v in zoo(widths, resolutions)}
     stats = measure_models(device, files, export_reference(cache, device.format), Protocol(rounds=rounds, seed=seed),
                            whole=set(files))  # as tables measure whole networks: one run per reading
-    return {k: stats[k].latency_ms for k in files}
+    return {k: stats[k].latency_ms for k in [*files, REF_KEY]}  # and the reference block's median
 
 
 def main() -> None:
@@ -66,6 +69,8 @@ def main() -> None:
     ap.add_argument("--profile-pass", nargs=2, metavar=("DEVICE", "JSON"), help=argparse.SUPPRESS)
     ap.add_argument("--profile-retest", action="store_true",
                     help="profile the kernels again in a second process and report how far the same samples moved")
+    ap.add_argument("--kernel-check", action="store_true",
+                    help="measure the zoo's kernels alone: the predictor's own error and the composition gap")
     ap.add_argument("--home", default=None, help="LATENCYKIT_HOME to keep (kernel predictors, exports)")
     args = ap.parse_args()
     widths = [float(w) for w in args.widths.split(",")]
@@ -112,24 +117,67 @@ def main() -> None:
             second = json.loads(Path(tmp.name).read_text())
         loads.append(os.getloadavg()[0])
         rows = []
+        predictions = {v.name: predict_model(onnx[v.name], name) for v in variants}
         for v in variants:
             measured = (first[v.name] + second[v.name]) / 2
-            predicted = predict_model(onnx[v.name], name).latency_ms
+            predicted = predictions[v.name].latency_ms
+            in_refs = (first[v.name] / first[REF] + second[v.name] / second[REF]) / 2
             rows.append({"model": v.name, "measured_ms": measured, "first_ms": first[v.name],
                          "second_ms": second[v.name], "predicted_ms": predicted,
                          "error_pct": 100 * (predicted / measured - 1),
-                         "retest_pct": 100 * (second[v.name] / first[v.name] - 1)})
+                         "retest_pct": 100 * (second[v.name] / first[v.name] - 1),
+                         "ref_error_pct": 100 * (predicted / model.info["reference_ms"] / in_refs - 1)
+                         if model.info.get("reference_ms") else None})
         retest_profile = profile_retest(name, model, onnx, first, second, args) if args.profile_retest else None
+        check = kernel_check(device, model, predictions, first, rows) if args.kernel_check else None
         err = np.abs([r["error_pct"] for r in rows])
         retest = np.abs([r["retest_pct"] for r in rows])
+        ref_err = np.abs([r["ref_error_pct"] for r in rows if r["ref_error_pct"] is not None])
         report["devices"][name] = {
             "kernel_samples": {k: len(v) for k, v in model.samples.items()}, "profile_s": profile_s,
-            "profile_retest": retest_profile,
+            "profile_retest": retest_profile, "kernel_check": check,
+            "ref_within_5": float((ref_err <= 5).mean() * 100) if len(ref_err) else None,
+            "ref_within_10": float((ref_err <= 10).mean() * 100) if len(ref_err) else None,
+            "ref_mape": float(ref_err.mean()) if len(ref_err) else None,
             "within_5": float((err <= 5).mean() * 100), "within_10": float((err <= 10).mean() * 100),
             "mape": float(err.mean()), "retest_within_5": float((retest <= 5).mean() * 100),
             "retest_within_10": float((retest <= 10).mean() * 100), "retest_mape": float(retest.mean()),
             "runtime": device.describe().get("runtime"), "load": loads, "rows": rows}
         write(report)
+
+
+def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]) -> dict:
+    """The zoo's own kernels measured alone (for scoring only: the predictor never sees them), beside a
+    node chain for this process's fixed cost. On the reference block's scale, so the profile, the zoo
+    and this check compare across processes: how far the predictor is from each kernel alone (its fit),
+    and how far each network's kernels measured alone sum from it measured whole (composition)."""
+    from latencykit.export import default_cache
+    from latencykit.lut.kernels import CHAIN, measure_kernels
+    from latencykit.lut.protocol import Protocol
+
+    unique = {}
+    for p in predictions.values():
+        for k in p.kernels:
+            unique.setdefault((k["kernel"], json.dumps(k["config"], sort_keys=True)), k["ms"])
+    configs = [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN})] + [(kind, json.loads(c)) for kind, c in unique]
+    ms, ref = measure_kernels(device, configs, default_cache(), Protocol(rounds=5, seed=2))
+    fixed = ms[0] - max((ms[1] - ms[0]) / (CHAIN - 1), 0.0)  # one call less its one node
+    alone = dict(zip(unique, ms[2:]))
+    scale = model.info["reference_ms"]
+    fit_err = {key: 100 * ((pred + model.overhead_ms) / scale / (alone[key] / ref) - 1) for key, pred in unique.items()}
+    by_kind = {}
+    for (kind, _), e in fit_err.items():
+        by_kind.setdefault(kind, []).append(e)
+    errs = np.abs(list(fit_err.values()))
+    for r in rows:
+        p = predictions[r["model"]]
+        own = sum(alone[(k["kernel"], json.dumps(k["config"], sort_keys=True))] - fixed for k in p.kernels)
+        summed = (own + fixed) / ref + p.free_nodes_ms / scale  # free nodes as the predictor has them
+        r["alone_vs_whole_pct"] = 100 * (summed / (first[r["model"]] / first[REF]) - 1)
+        r["predicted_vs_alone_pct"] = 100 * (p.latency_ms / scale / summed - 1)
+    return {"kernels": len(unique), "within_10": float((errs <= 10).mean() * 100),
+            "within_25": float((errs <= 25).mean() * 100),
+            "by_kind": {k: [len(v), *np.quantile(v, [0.1, 0.5, 0.9]).tolist()] for k, v in sorted(by_kind.items())}}
 
 
 def profile_retest(name: str, model, onnx: dict, first: dict, second: dict, args) -> dict:
@@ -173,7 +221,23 @@ def write(report: dict) -> None:
                   "| | within ±5% | within ±10% | MAPE % |", "|---|---|---|---|",
                   f"| predicted vs measured | {d['within_5']:.0f}% | {d['within_10']:.0f}% | {d['mape']:.1f} |",
                   f"| retest (noise floor) | {d['retest_within_5']:.0f}% | {d['retest_within_10']:.0f}% | "
-                  f"{d['retest_mape']:.1f} |", ""]
+                  f"{d['retest_mape']:.1f} |"]
+        if d.get("ref_mape") is not None:
+            lines.append(f"| predicted vs measured, both on the reference block's scale | {d['ref_within_5']:.0f}% | "
+                         f"{d['ref_within_10']:.0f}% | {d['ref_mape']:.1f} |")
+        lines.append("")
+        if d.get("kernel_check"):
+            c = d["kernel_check"]
+            lines += [f"Kernel check: the zoo's {c['kernels']} distinct kernels measured alone (scoring only), on the "
+                      "reference block's scale. The predictor is within ±10% of a kernel alone for "
+                      f"{c['within_10']:.0f}% of them and within ±25% for {c['within_25']:.0f}%; the model table's "
+                      "*alone vs whole* column is how far a network's kernels measured alone sum from the network "
+                      "measured whole (composition: no kernel predictor can do better), *predicted vs alone* the "
+                      "predictor against that sum.", "",
+                      "| kernel type | distinct in the zoo | predicted / alone - 1, %: 10% | median | 90% |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {k} | {n} | {a:+.0f} | {b:+.0f} | {e:+.0f} |" for k, (n, a, b, e) in c["by_kind"].items()]
+            lines.append("")
         if d.get("profile_retest"):
             r = d["profile_retest"]
             lines += ["Kernel profiling retest: the same kernel samples profiled again in a second process, just after "
@@ -184,9 +248,14 @@ def write(report: dict) -> None:
                       "| kernel type | samples in both | second / first: 10% | median | 90% |", "|---|---|---|---|---|"]
             lines += [f"| {k} | {n} | {a:.2f} | {b:.2f} | {c:.2f} |" for k, (n, a, b, c) in r["moved"].items()]
             lines.append("")
-        lines += ["| model | measured ms | predicted ms | error % | retest % |", "|---|---|---|---|---|"]
+        extra = d.get("kernel_check") is not None
+        lines += ["| model | measured ms | predicted ms | error % | retest % |"
+                  + (" alone vs whole % | predicted vs alone % |" if extra else ""),
+                  "|---|---|---|---|---|" + ("---|---|" if extra else "")]
         lines += [f"| {r['model']} | {r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | {r['error_pct']:+.1f} | "
-                  f"{r['retest_pct']:+.1f} |" for r in d["rows"]]
+                  f"{r['retest_pct']:+.1f} |"
+                  + (f" {r['alone_vs_whole_pct']:+.1f} | {r['predicted_vs_alone_pct']:+.1f} |" if extra else "")
+                  for r in d["rows"]]
         lines.append("")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))

@@ -16,7 +16,7 @@ from latencykit.cli import main
 from latencykit.devices import get_device
 from latencykit.devices.nchwc import Reorder, reorder_graph
 from latencykit.export import default_cache
-from latencykit.kernels import ACTS, FEATURES, build_kernel, sample_config
+from latencykit.kernels import ACTS, FEATURES, alignment, build_kernel, sample_config
 from latencykit.lut import kernels as kmod
 from latencykit.lut.kernels import Kernel, KernelError, KernelPredictor, blocks_layout, detect, kernel_path
 from latencykit.zoo import Variant, build
@@ -207,3 +207,19 @@ def test_a_predictor_with_earlier_transpose_samples_still_loads(tmp_path) -> Non
     model = KernelPredictor.load(path)  # its transposes swapped the last two axes: every value moved alone
     assert model.samples["transpose"][0] == ({"elements": 4096, "run": 1}, 0.03)
     assert model.samples["conv"][0] == (conv, 0.05)
+
+
+def test_channel_counts_in_part_blocks_are_sampled_and_seen_by_the_fit() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    drawn = [sample_config("dwconv", rng)["c"] for _ in range(400)]
+    assert 0.05 < np.mean([c % 4 != 0 for c in drawn]) < 0.3  # ShuffleNet's 58 and 116 are in the prior
+    assert alignment("dwconv", {"c": 58}) == 2 and alignment("dwconv", {"c": 60}) == 4
+    assert alignment("conv", {"cin": 3, "cout": 64}) == 1 and alignment("conv", {"cin": 64, "cout": 128}) == 16
+    assert alignment("linear", {"m": 1, "k": 58, "n": 7, "relu": 0}) == 16  # no channels, nothing to align
+    # ONNX Runtime keeps a depthwise convolution of 58 channels out of its blocked layout, 60 in it
+    blocked = {c: bool(get_device("host").layout_changes(default_cache().export(
+        *build_kernel("dwconv", {"hw": 8, "c": c, "k": 3, "stride": 1, "relu": 0}), "onnx"))) for c in (58, 60)}
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert blocked == {58: False, 60: True}

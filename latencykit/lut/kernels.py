@@ -5,10 +5,11 @@ not code: which ops are free, which fuse into the kernel before them, which chai
 The runtime's own layout changes (ONNX Runtime's reorders around its blocked convolutions on x86) are
 read from the graph it runs (`Device.layout_changes`) and predicted as `reorder` kernels.
 `profile_kernels` measures sampled configurations of every kernel type on a device with the tables'
-protocol, in two stages: half the samples at random, then the other half where the first fit is
-least sure (largest spread across its trees). `KernelPredictor` fits one regressor per kernel type
-(a log-linear ridge base and a random forest on its residuals) and sums the kernels' predictions. It is stored as its measured samples (JSON)
-and refitted deterministically on load: nothing executable is ever read from a file.
+protocol, in two stages (on one reference scale): half the samples at random, then the other half
+where the first fit is least sure (largest spread across its trees). `KernelPredictor` fits one
+regressor per kernel type (a log-linear ridge base on FLOPs, memory and alignment, and a random forest
+on its residuals) and sums the kernels' predictions. It is stored as its measured samples (JSON) and
+refitted deterministically on load: nothing executable is ever read from a file.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from latencykit.devices.nchwc import Reorder, reorder_graph
 from latencykit.errors import LatencykitError
 from latencykit.export import ExportCache, default_cache
 from latencykit.files import atomic_write_text
-from latencykit.kernels import ACTS, FEATURES, SHARE, build_kernel, flops, memory, node_chain, sample_config
+from latencykit.kernels import ACTS, FEATURES, SHARE, alignment, build_kernel, flops, memory, node_chain, sample_config
 from latencykit.lut.models import ModelError, check_file
-from latencykit.lut.protocol import Progress, Protocol, export_reference, measure_models
+from latencykit.lut.protocol import REF_KEY, Progress, Protocol, export_reference, measure_models
 from latencykit.paths import home
 
 FORMAT = "latencykit-kernel-predictor"
@@ -228,8 +229,14 @@ def _run_shapes(model, names: list[str]) -> dict[str, list[int]]:
     return {n: list(np.shape(v)) for n, v in zip(names, values)}
 
 
+BASE_FEATURES = 3
+"""The last columns of a row (log FLOPs, log memory, how far the channels are from whole blocks of 16):
+what the log-linear base sees, each with a coefficient of at least 0 (latency never falls as they grow)."""
+
+
 def _row(kind: str, f: dict) -> list[float]:
-    return [*(math.log1p(f[k]) for k in FEATURES[kind]), math.log1p(flops(kind, f)), math.log1p(memory(kind, f))]
+    return [*(math.log1p(f[k]) for k in FEATURES[kind]), math.log1p(flops(kind, f)), math.log1p(memory(kind, f)),
+            math.log2(16 / alignment(kind, f))]
 
 
 class KernelPredictor:
@@ -245,20 +252,25 @@ class KernelPredictor:
 
     @staticmethod
     def _fit(kind: str, rows: list[tuple[dict, float]]):
-        """A log-linear base (ridge) and a random forest on its residuals: smooth between samples, and
-        flexible where a runtime switches algorithm."""
+        """A log-linear base (ridge) on FLOPs, memory and alignment, and a random forest on its residuals
+        over every feature: smooth between samples, flexible where a runtime switches algorithm, and sane
+        beyond the samples. The base was on every configuration value and nearly unpenalized, and it
+        extrapolated their collinear logs (a one-row layer norm, below every sample's rows, came out at
+        2.6 ms; with two samples of a type, a zoo multiply at seconds): it now has non-negative slopes, and
+        enough penalty (alpha 1 against log features spread over several units) to stay flat where the
+        samples barely differ."""
         from sklearn.ensemble import RandomForestRegressor
         from sklearn.linear_model import Ridge
 
         x = np.array([_row(kind, f) for f, _ in rows])
         y = np.log(np.array([max(ms, 1e-6) for _, ms in rows]))
-        base = Ridge(alpha=1e-3).fit(x, y)
-        forest = RandomForestRegressor(n_estimators=100, random_state=0, n_jobs=1).fit(x, y - base.predict(x))
-        return base, forest
+        base = Ridge(alpha=1.0, positive=True).fit(x[:, -BASE_FEATURES:], y)
+        forest = RandomForestRegressor(n_estimators=100, random_state=0, n_jobs=1)
+        return base, forest.fit(x, y - base.predict(x[:, -BASE_FEATURES:]))
 
     def _log_ms(self, kind: str, x: np.ndarray) -> np.ndarray:
         base, forest = self.models[kind]
-        return base.predict(x) + forest.predict(x)
+        return base.predict(x[:, -BASE_FEATURES:]) + forest.predict(x)
 
     def spread(self, kind: str, configs: list[dict]) -> np.ndarray:
         """How unsure the fit is at each configuration: the spread of its trees' log predictions."""
@@ -351,9 +363,10 @@ def _configs(kind: str, n: int, rng: np.random.Generator, seen: set) -> list[dic
     return out
 
 
-def _measure(device: Device, configs: list[tuple[str, dict]], cache: ExportCache, protocol: Protocol,
-             progress: Progress | None) -> list[float]:
-    """Each configuration's latency; a ("chain", {"nodes": n}) entry is `node_chain(n)`."""
+def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: ExportCache, protocol: Protocol,
+                    progress: Progress | None = None) -> tuple[list[float], float]:
+    """Each configuration's latency measured alone, and the reference block's median in the same rounds (the
+    scale the latencies are on); a ("chain", {"nodes": n}) entry is `node_chain(n)`."""
     files = {}
     for i, (kind, f) in enumerate(configs):
         if kind == "reorder":
@@ -369,7 +382,7 @@ def _measure(device: Device, configs: list[tuple[str, dict]], cache: ExportCache
     stats = measure_models(device, files, export_reference(cache, device.format), protocol,
                            progress=(lambda d, t: progress(len(configs) + d * len(configs) // max(t, 1),
                                                            2 * len(configs))) if progress else None, layers=layers)
-    return [stats[str(i)].latency_ms for i in range(len(configs))]
+    return [stats[str(i)].latency_ms for i in range(len(configs))], stats[REF_KEY].latency_ms
 
 
 def _reorder_file(r: Reorder, cache: ExportCache) -> Path:
@@ -406,8 +419,8 @@ def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: in
         kinds = tuple(k for k in kinds if k != "reorder")
     wanted = {k: samples * SHARE.get(k, 1) for k in kinds}
     first = [(k, f) for k in kinds for f in _configs(k, max(2, wanted[k] // 2), rng, seen)]
-    measured = _measure(device, [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN}), *first], cache, protocol,
-                        progress)
+    measured, reference_ms = measure_kernels(device, [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN}), *first],
+                                             cache, protocol, progress)
     node_ms = max((measured[1] - measured[0]) / (CHAIN - 1), 0.0)
     overhead, got = max(measured[0] - node_ms, 0.0), dict(zip(range(len(first)), measured[2:]))
     by_kind: dict[str, list] = {k: [] for k in kinds}
@@ -421,9 +434,12 @@ def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: in
         if need > 0 and pool:
             order = np.argsort(-model.spread(k, pool))
             second += [(k, pool[i]) for i in order[:need]]
-    for (k, f), ms in zip(second, _measure(device, second, cache, protocol, progress) if second else []):
-        by_kind[k].append((f, ms))
+    if second:  # on the first half's scale: the machine may have drifted since, the reference with it
+        again, reference_again = measure_kernels(device, second, cache, protocol, progress)
+        for (k, f), ms in zip(second, again):
+            by_kind[k].append((f, ms * reference_ms / reference_again))
     info = {"device_info": device.describe(), "protocol": protocol.to_dict(), "samples_per_type": samples,
+            "reference_ms": reference_ms,
             "seed": seed, "seconds": round(time.perf_counter() - start, 1),
             "sampling": "half random, half where the first fit's trees disagree most"}
     model = KernelPredictor(device.name, by_kind, overhead, node_ms, info)
