@@ -117,7 +117,7 @@ def main() -> None:
             second = json.loads(Path(tmp.name).read_text())
         loads.append(os.getloadavg()[0])
         rows = []
-        predictions = {v.name: predict_model(onnx[v.name], name) for v in variants}
+        predictions = {v.name: predict_model(onnx[v.name], name, predictor=model) for v in variants}
         for v in variants:
             measured = (first[v.name] + second[v.name]) / 2
             predicted = predictions[v.name].latency_ms
@@ -197,8 +197,8 @@ def profile_retest(name: str, model, onnx: dict, first: dict, second: dict, args
                       if (key := json.dumps(f, sort_keys=True)) in before and before[key] > 0]
             if ratios:
                 moved[kind] = [len(ratios), *np.quantile(ratios, [0.1, 0.5, 0.9]).tolist()]
-        err = np.abs([100 * (predict_model(onnx[v], name, path).latency_ms / ((first[v] + second[v]) / 2) - 1)
-                      for v in onnx])
+        err = np.abs([100 * (predict_model(onnx[v], name, predictor=again).latency_ms / ((first[v] + second[v]) / 2)
+                             - 1) for v in onnx])
     return {"moved": moved, "within_5": float((err <= 5).mean() * 100), "within_10": float((err <= 10).mean() * 100),
             "mape": float(err.mean()), "overhead_ms": [model.overhead_ms, again.overhead_ms]}
 

@@ -147,6 +147,11 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
         [*found.kernels, *(Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (), ()) for r in reorders)],
         found.free_nodes)
     assert again == pytest.approx(pred["latency_ms"], rel=1e-12)
+    loaded = KernelPredictor.load(kernel_path("host"))  # many models, one fit: the same prediction
+    same = kmod.predict_model(model, "host", predictor=loaded).latency_ms
+    assert same == pytest.approx(pred["latency_ms"], rel=1e-12)
+    with pytest.raises(KernelError, match="profiled on host, not host-litert"):
+        kmod.predict_model(model, "host-litert", predictor=loaded)
 
     # an unknown operator is named, with the measured fallback
     with pytest.raises(SystemExit) as info:

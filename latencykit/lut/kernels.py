@@ -459,8 +459,10 @@ class ModelPrediction:
         return asdict(self)
 
 
-def predict_model(path: Path, device: str, predictor_path: Path | None = None) -> ModelPrediction:
-    """An ONNX model's latency on `device`: the sum of its kernels' predictions, with the breakdown."""
+def predict_model(path: Path, device: str, predictor_path: Path | None = None,
+                  predictor: KernelPredictor | None = None) -> ModelPrediction:
+    """An ONNX model's latency on `device`: the sum of its kernels' predictions, with the breakdown.
+    `predictor` (already loaded, to predict many models without refitting) wins over `predictor_path`."""
     from latencykit.devices import get_device
 
     dev = get_device(device)
@@ -469,7 +471,10 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None) -
         ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(found.unknown.items()))
         raise ModelError(f"{Path(path).name} has operators no kernel rule covers: {ops}; measure it whole "
                          f"instead: latencykit measure {path} --device {device}")
-    model = load_kernel_predictor(device, predictor_path)
+    model = predictor or load_kernel_predictor(device, predictor_path)
+    if model.device != device:
+        raise KernelError(f"that kernel predictor was profiled on {model.device}, not {device}: run "
+                          f"`latencykit profile --kernels --device {device}`")
     reorders = [Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (),
                        ("ReorderOutput" if r.out else "ReorderInput",)) for r in dev.layout_changes(Path(path))]
     found = Detection(found.kernels + tuple(reorders), found.unknown, found.free_nodes)
