@@ -30,7 +30,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "any_model.md"
-REF = "__reference__"  # latencykit.lut.protocol.REF_KEY: the reference block's median in a pass
 
 
 def zoo(widths: list[float], resolutions: list[int]):
@@ -93,6 +92,7 @@ def main() -> None:
     from latencykit.devices.host import cpu_name
     from latencykit.export import default_cache
     from latencykit.lut.kernels import kernel_path, load_kernel_predictor, predict_model, profile_kernels
+    from latencykit.lut.protocol import REF_KEY
     from latencykit.zoo import build
 
     torch.set_num_threads(1)
@@ -106,6 +106,8 @@ def main() -> None:
         else:
             model, _ = profile_kernels(device, args.samples, args.rounds)
         profile_s = model.info.get("seconds", time.perf_counter() - start)
+        if args.kernel_check and not model.info.get("reference_ms"):
+            sys.exit(f"--kernel-check needs a {name} kernel profile that records its reference block: profile again")
         variants = zoo(widths, resolutions)
         onnx = {v.name: default_cache().export(*build(v), "onnx") for v in variants}
         loads = [os.getloadavg()[0]]
@@ -121,7 +123,7 @@ def main() -> None:
         for v in variants:
             measured = (first[v.name] + second[v.name]) / 2
             predicted = predictions[v.name].latency_ms
-            in_refs = (first[v.name] / first[REF] + second[v.name] / second[REF]) / 2
+            in_refs = (first[v.name] / first[REF_KEY] + second[v.name] / second[REF_KEY]) / 2
             rows.append({"model": v.name, "measured_ms": measured, "first_ms": first[v.name],
                          "second_ms": second[v.name], "predicted_ms": predicted,
                          "error_pct": 100 * (predicted / measured - 1),
@@ -152,16 +154,16 @@ def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]
     and this check compare across processes: how far the predictor is from each kernel alone (its fit),
     and how far each network's kernels measured alone sum from it measured whole (composition)."""
     from latencykit.export import default_cache
-    from latencykit.lut.kernels import CHAIN, measure_kernels
-    from latencykit.lut.protocol import Protocol
+    from latencykit.lut.kernels import CALL_CHAINS, call_costs, measure_kernels
+    from latencykit.lut.protocol import REF_KEY, Protocol
 
     unique = {}
     for p in predictions.values():
         for k in p.kernels:
             unique.setdefault((k["kernel"], json.dumps(k["config"], sort_keys=True)), k["ms"])
-    configs = [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN})] + [(kind, json.loads(c)) for kind, c in unique]
+    configs = [*CALL_CHAINS, *((kind, json.loads(c)) for kind, c in unique)]
     ms, ref = measure_kernels(device, configs, default_cache(), Protocol(rounds=5, seed=2))
-    fixed = ms[0] - max((ms[1] - ms[0]) / (CHAIN - 1), 0.0)  # one call less its one node
+    fixed, _ = call_costs(*ms[:2])
     alone = dict(zip(unique, ms[2:]))
     scale = model.info["reference_ms"]
     fit_err = {key: 100 * ((pred + model.overhead_ms) / scale / (alone[key] / ref) - 1) for key, pred in unique.items()}
@@ -173,7 +175,7 @@ def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]
         p = predictions[r["model"]]
         own = sum(alone[(k["kernel"], json.dumps(k["config"], sort_keys=True))] - fixed for k in p.kernels)
         summed = (own + fixed) / ref + p.free_nodes_ms / scale  # free nodes as the predictor has them
-        r["alone_vs_whole_pct"] = 100 * (summed / (first[r["model"]] / first[REF]) - 1)
+        r["alone_vs_whole_pct"] = 100 * (summed / (first[r["model"]] / first[REF_KEY]) - 1)
         r["predicted_vs_alone_pct"] = 100 * (p.latency_ms / scale / summed - 1)
     return {"kernels": len(unique), "within_10": float((errs <= 10).mean() * 100),
             "within_25": float((errs <= 25).mean() * 100),

@@ -363,6 +363,16 @@ def _configs(kind: str, n: int, rng: np.random.Generator, seen: set) -> list[dic
     return out
 
 
+CALL_CHAINS = [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN})]
+"""Measured beside kernels (`measure_kernels`) for the runtime's costs of a call and of a node (`call_costs`)."""
+
+
+def call_costs(one_ms: float, chain_ms: float) -> tuple[float, float]:
+    """The runtime's fixed cost per inference and its cost per extra node, from CALL_CHAINS' latencies."""
+    node_ms = max((chain_ms - one_ms) / (CHAIN - 1), 0.0)
+    return max(one_ms - node_ms, 0.0), node_ms
+
+
 def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: ExportCache, protocol: Protocol,
                     progress: Progress | None = None) -> tuple[list[float], float]:
     """Each configuration's latency measured alone, and the reference block's median in the same rounds (the
@@ -419,10 +429,9 @@ def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: in
         kinds = tuple(k for k in kinds if k != "reorder")
     wanted = {k: samples * SHARE.get(k, 1) for k in kinds}
     first = [(k, f) for k in kinds for f in _configs(k, max(2, wanted[k] // 2), rng, seen)]
-    measured, reference_ms = measure_kernels(device, [("chain", {"nodes": 1}), ("chain", {"nodes": CHAIN}), *first],
-                                             cache, protocol, progress)
-    node_ms = max((measured[1] - measured[0]) / (CHAIN - 1), 0.0)
-    overhead, got = max(measured[0] - node_ms, 0.0), dict(zip(range(len(first)), measured[2:]))
+    measured, reference_ms = measure_kernels(device, [*CALL_CHAINS, *first], cache, protocol, progress)
+    overhead, node_ms = call_costs(*measured[:2])
+    got = dict(zip(range(len(first)), measured[2:]))
     by_kind: dict[str, list] = {k: [] for k in kinds}
     for i, (k, f) in enumerate(first):
         by_kind[k].append((f, got[i]))
