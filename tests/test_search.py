@@ -568,7 +568,11 @@ def test_threaded_scoring_matches_one_thread(tiny) -> None:
 def test_multi_device_search_scores_each_subnet_once_and_reuses_scores(tiny, table, home, tmp_path) -> None:
     table.write(default_path("host", "tiny"))
     slow_transformer_table(table, "phone-a").write(default_path("phone-a", "tiny"))
-    budget = float(np.median(get_predictor("isolated").fit(tiny, table).predict_genes(tiny.sample_genes(500, 0))))
+    from latencykit.api import predictor_for
+
+    # on the scale the search predicts host with (its best predictor: calibrated on the table's whole subnets,
+    # 1.2-1.6x the isolated sum on a 32 MiB-L3 CPU, where an isolated median fell below host's fastest subnet)
+    budget = float(np.median(predictor_for("host", tiny).predict_genes(tiny.sample_genes(500, 0))))
     args = ("search", "--space", TINY, "-d", "host", "-d", "phone-a", "--latency", f"{budget:.4f}ms",
             "--proxy", "ntk", "--population", "6", "--generations", "2", "--coarse-samples", "2000",
             "--no-measure", "--out", str(tmp_path))
