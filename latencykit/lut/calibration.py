@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import lsq_linear
 
 from latencykit.arch import Arch
 from latencykit.space import SearchSpace
@@ -107,6 +106,8 @@ def _solve(X: np.ndarray, y: np.ndarray, alpha: float, free: int = 0) -> tuple[n
     sol, *_ = np.linalg.lstsq(A, b, rcond=None)
     lower = np.concatenate([[-np.inf, -np.inf], -np.ones(g), np.zeros(free)])
     if np.any(sol < lower):  # a coefficient would go negative: solve with the bounds
+        from scipy.optimize import lsq_linear  # here: scipy costs every command half a second to import
+
         sol = lsq_linear(A, b, bounds=(lower, np.full(len(sol), np.inf))).x
     return np.concatenate([1.0 + sol[2:2 + g], sol[2 + g:]]), float(sol[0])
 

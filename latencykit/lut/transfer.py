@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import nnls
 
 from latencykit.lut.predictors import Predictor, PredictorError, entries_ms
 from latencykit.space import SearchSpace
@@ -90,6 +89,8 @@ def _wls(x: np.ndarray, y: np.ndarray, ridge: float = 0.0, nonneg_from: int | No
     `nonneg_from` on kept non-negative."""
     xw, yw = x / y[:, None], np.ones_like(y)
     if nonneg_from is not None:
+        from scipy.optimize import nnls
+
         # the intercept is free: split it into a +/- pair so NNLS can take either sign
         xx = np.column_stack([xw[:, :1], -xw[:, :1], xw[:, 1:]])
         sol, _ = nnls(xx, yw)

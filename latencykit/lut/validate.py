@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.stats import kendalltau
 
 from latencykit.arch import Arch
 from latencykit.devices import Device, require
@@ -62,6 +61,8 @@ class Metrics:
     @classmethod
     def compare(cls, predicted: np.ndarray, measured: np.ndarray) -> "Metrics":
         """Errors of `predicted` against `measured`; bias > 0 means predictions run low."""
+        from scipy.stats import kendalltau  # here: scipy costs every command a third of a second to import
+
         err = (predicted - measured) / measured
         return cls(len(measured), float(np.sqrt(np.mean((predicted - measured) ** 2))),
                    float(np.mean(np.abs(err)) * 100), float(np.sqrt(np.mean(err**2)) * 100),
