@@ -1,9 +1,11 @@
-"""The kernel predictor scored on the model zoo (held out: it is trained on sampled kernels only).
+"""The kernel predictor scored on the model zoo (held out: it is trained on sampled kernels and random
+networks only, latencykit.random_nets).
 
 For each device: profile kernels (`profile_kernels`, timed), then measure every zoo variant whole with
 the tables' whole-network protocol (one run per reading, beside references) twice, in two separate
 processes (the second pass is the test-retest noise floor), predict each from its ONNX graph's kernels
-(and, on host, the reorders ONNX Runtime adds), and report the share within ±5% / ±10%. With
+(and, on host, the reorders ONNX Runtime adds), and report the share within ±5% / ±10%, with and without
+the composition the profile fitted on its random networks (same readings). With
 --profile-retest the kernels are profiled again in a third process after the zoo (same seed, so the same
 samples): how far each kernel type's samples moved, and the zoo score of the second profile's predictor.
 With --kernel-check the zoo's own kernels are measured alone (for scoring, never fitted): the predictor's
@@ -123,11 +125,13 @@ def main() -> None:
         for v in variants:
             measured = (first[v.name] + second[v.name]) / 2
             predicted = predictions[v.name].latency_ms
+            alone = uncomposed(model, predictions[v.name])
             in_refs = (first[v.name] / first[REF_KEY] + second[v.name] / second[REF_KEY]) / 2
             rows.append({"model": v.name, "measured_ms": measured, "first_ms": first[v.name],
                          "second_ms": second[v.name], "predicted_ms": predicted,
                          "error_pct": 100 * (predicted / measured - 1),
                          "retest_pct": 100 * (second[v.name] / first[v.name] - 1),
+                         "uncomposed_error_pct": 100 * (alone / measured - 1),
                          "ref_error_pct": 100 * (predicted / model.info["reference_ms"] / in_refs - 1)
                          if model.info.get("reference_ms") else None})
         retest_profile = profile_retest(name, model, onnx, first, second, args) if args.profile_retest else None
@@ -135,6 +139,7 @@ def main() -> None:
         err = np.abs([r["error_pct"] for r in rows])
         retest = np.abs([r["retest_pct"] for r in rows])
         ref_err = np.abs([r["ref_error_pct"] for r in rows if r["ref_error_pct"] is not None])
+        plain = np.abs([r["uncomposed_error_pct"] for r in rows])
         report["devices"][name] = {
             "kernel_samples": {k: len(v) for k, v in model.samples.items()}, "profile_s": profile_s,
             "profile_retest": retest_profile, "kernel_check": check,
@@ -142,10 +147,22 @@ def main() -> None:
             "ref_within_10": float((ref_err <= 10).mean() * 100) if len(ref_err) else None,
             "ref_mape": float(ref_err.mean()) if len(ref_err) else None,
             "within_5": float((err <= 5).mean() * 100), "within_10": float((err <= 10).mean() * 100),
+            "uncomposed_within_5": float((plain <= 5).mean() * 100),
+            "uncomposed_within_10": float((plain <= 10).mean() * 100), "uncomposed_mape": float(plain.mean()),
+            "composition": model.composition.to_dict(),
             "mape": float(err.mean()), "retest_within_5": float((retest <= 5).mean() * 100),
             "retest_within_10": float((retest <= 10).mean() * 100), "retest_mape": float(retest.mean()),
             "runtime": device.describe().get("runtime"), "load": loads, "rows": rows}
         write(report)
+
+
+def uncomposed(model, prediction) -> float:
+    """The prediction as the plain sum of the kernels' predicted times alone (no composition)."""
+    from latencykit.lut.kernels import Kernel
+
+    kernels = [Kernel(k["kernel"], tuple(k["config"].items()), (), ()) for k in prediction.kernels]
+    return float(model.predict_kernels(kernels, composed=False).sum() + prediction.free_nodes_ms
+                 + prediction.overhead_ms)
 
 
 def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]) -> dict:
@@ -157,10 +174,15 @@ def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]
     from latencykit.lut.kernels import CALL_CHAINS, call_costs, measure_kernels
     from latencykit.lut.protocol import REF_KEY, Protocol
 
+    from latencykit.lut.kernels import Kernel
+
     unique = {}
     for p in predictions.values():
-        for k in p.kernels:
-            unique.setdefault((k["kernel"], json.dumps(k["config"], sort_keys=True)), k["ms"])
+        for k in p.kernels:  # the predictor's time for the kernel alone (before composition)
+            key = (k["kernel"], json.dumps(k["config"], sort_keys=True))
+            if key not in unique:
+                unique[key] = float(model.predict_kernels([Kernel(k["kernel"], tuple(k["config"].items()), (), ())],
+                                                          composed=False)[0])
     configs = [*CALL_CHAINS, *((kind, json.loads(c)) for kind, c in unique)]
     ms, ref = measure_kernels(device, configs, default_cache(), Protocol(rounds=5, seed=2))
     fixed, _ = call_costs(*ms[:2])
@@ -207,7 +229,8 @@ def profile_retest(name: str, model, onnx: dict, first: dict, second: dict, args
 
 def write(report: dict) -> None:
     lines = ["# Bring your own model: kernel predictor on the held-out zoo", "",
-             "The kernel predictor is trained on sampled kernels only (`profile --kernels`); the zoo "
+             "The kernel predictor is trained on sampled kernels and on random networks measured whole "
+             "(`profile --kernels`: its composition, latencykit.random_nets); the zoo "
              "(`latencykit.zoo`, 11 families) is never used to fit it. Each model is measured whole with the "
              "tables' whole-network protocol twice, in two processes; *retest* is the second pass against the first "
              "(noise floor). nn-Meter reports 99.0% within ±10% on its own phones with thousands of kernel samples: "
@@ -224,10 +247,21 @@ def write(report: dict) -> None:
                   f"| predicted vs measured | {d['within_5']:.0f}% | {d['within_10']:.0f}% | {d['mape']:.1f} |",
                   f"| retest (noise floor) | {d['retest_within_5']:.0f}% | {d['retest_within_10']:.0f}% | "
                   f"{d['retest_mape']:.1f} |"]
+        if d.get("uncomposed_mape") is not None:
+            lines.append(f"| without the composition (kernels alone summed) | {d['uncomposed_within_5']:.0f}% | "
+                         f"{d['uncomposed_within_10']:.0f}% | {d['uncomposed_mape']:.1f} |")
         if d.get("ref_mape") is not None:
             lines.append(f"| predicted vs measured, both on the reference block's scale | {d['ref_within_5']:.0f}% | "
                          f"{d['ref_within_10']:.0f}% | {d['ref_mape']:.1f} |")
         lines.append("")
+        if d.get("composition", {}).get("networks"):
+            c = d["composition"]
+            lines += [f"Composition fitted on {c['networks']} random networks: in-network time = scale x alone + "
+                      "fixed, per group, plus ms per MiB of weights and of activations: "
+                      + ", ".join(f"{g} {c['scale_' + g]:.2f} x + {c['fixed_us_' + g]:.1f} µs"
+                                  for g in ("conv", "dwconv", "linear", "other"))
+                      + f"; {c['weight_ms_per_mib'] * 1e3:.1f} µs per MiB of weights, "
+                      f"{c['activation_ms_per_mib'] * 1e3:.1f} µs per MiB of activations.", ""]
         if d.get("kernel_check"):
             c = d["kernel_check"]
             lines += [f"Kernel check: the zoo's {c['kernels']} distinct kernels measured alone (scoring only), on the "
@@ -251,11 +285,11 @@ def write(report: dict) -> None:
             lines += [f"| {k} | {n} | {a:.2f} | {b:.2f} | {c:.2f} |" for k, (n, a, b, c) in r["moved"].items()]
             lines.append("")
         extra = d.get("kernel_check") is not None
-        lines += ["| model | measured ms | predicted ms | error % | retest % |"
+        lines += ["| model | measured ms | predicted ms | error % | without composition % | retest % |"
                   + (" alone vs whole % | predicted vs alone % |" if extra else ""),
-                  "|---|---|---|---|---|" + ("---|---|" if extra else "")]
+                  "|---|---|---|---|---|---|" + ("---|---|" if extra else "")]
         lines += [f"| {r['model']} | {r['measured_ms']:.2f} | {r['predicted_ms']:.2f} | {r['error_pct']:+.1f} | "
-                  f"{r['retest_pct']:+.1f} |"
+                  f"{r.get('uncomposed_error_pct', float('nan')):+.1f} | {r['retest_pct']:+.1f} |"
                   + (f" {r['alone_vs_whole_pct']:+.1f} | {r['predicted_vs_alone_pct']:+.1f} |" if extra else "")
                   for r in d["rows"]]
         lines.append("")

@@ -241,6 +241,20 @@ def flops(kind: str, f: dict) -> float:
     return float(f["elements"])
 
 
+def weights(kind: str, f: dict) -> float:
+    """Weight values of a kernel (0 for those without): what a network reads from farther away than a kernel
+    measured alone does (the other layers went through the caches since its last run)."""
+    if kind == "conv":
+        return f["cin"] * f["cout"] * f["k"] ** 2
+    if kind == "dwconv":
+        return f["c"] * f["k"] ** 2
+    if kind == "gconv":
+        return f["cin"] * f["cout"] / f["groups"] * f["k"] ** 2
+    if kind == "linear":
+        return f["k"] * f["n"]
+    return 0.0
+
+
 def memory(kind: str, f: dict) -> float:
     """Values read and written (inputs, weights, outputs): the regressors' second feature."""
     hw, out_hw = f.get("hw", 1) ** 2, math.ceil(f.get("hw", 1) / f.get("stride", 1)) ** 2

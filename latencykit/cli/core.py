@@ -104,6 +104,9 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
             kernel_samples: int = typer.Option(30, "--kernel-samples", min=2, max=10_000,
                                                help="With --kernels: samples per kernel type (x20 conv, x8 depthwise, "
                                                     "grouped conv and linear, x4 matmul)."),
+            kernel_networks: int = typer.Option(160, "--kernel-networks", min=0, max=10_000,
+                                                help="With --kernels: random networks measured whole to fit how "
+                                                     "kernels compose inside a network (0: none)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable); with
     --kernels, sample every kernel type instead and fit the kernel predictor."""
@@ -117,7 +120,7 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
                               "to profile kernel types")
     dev = get_device(device, threads=threads, serial=serial, benchmark_model=_str(benchmark_model))
     if kernels:
-        _profile_kernels(dev, kernel_samples, rounds or 5, out, as_json)
+        _profile_kernels(dev, kernel_samples, rounds or 5, out, kernel_networks, as_json)
         return
     sp, rounds = load_space(space), rounds or 15
     with progress_bar(not as_json) as task:
@@ -130,16 +133,18 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
          + f"\ntable: {s['path']}")
 
 
-def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], as_json: bool) -> None:
+def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], networks: int, as_json: bool) -> None:
     from latencykit.api import profile_kernels
 
     with progress_bar(not as_json) as task:
-        model, path = profile_kernels(dev, samples, rounds, path=out, progress=task(f"kernels on {dev.name}"))
+        model, path = profile_kernels(dev, samples, rounds, path=out, progress=task(f"kernels on {dev.name}"),
+                                      networks=networks)
     data = {"device": dev.name, "path": str(path), "seconds": model.info["seconds"],
-            "overhead_ms": model.overhead_ms, "node_ms": model.node_ms, "samples": {k: len(v) for k, v in model.samples.items()}}
-    emit(data, as_json, lambda d: f"measured {sum(d['samples'].values())} kernel samples on {d['device']} in "
-         f"{d['seconds']:.0f} s (" + ", ".join(f"{k} {n}" for k, n in d["samples"].items())
-         + f")\nkernel predictor: {d['path']}")
+            "overhead_ms": model.overhead_ms, "node_ms": model.node_ms,
+            "samples": {k: len(v) for k, v in model.samples.items()}, "composition": model.composition.to_dict()}
+    emit(data, as_json, lambda d: f"measured {sum(d['samples'].values())} kernel samples and "
+         f"{d['composition']['networks']} random networks on {d['device']} in {d['seconds']:.0f} s ("
+         + ", ".join(f"{k} {n}" for k, n in d["samples"].items()) + f")\nkernel predictor: {d['path']}")
 
 
 @app.command()

@@ -8,8 +8,10 @@ read from the graph it runs (`Device.layout_changes`) and predicted as `reorder`
 protocol, in two stages (on one reference scale): half the samples at random, then the other half
 where the first fit is least sure (largest spread across its trees). `KernelPredictor` fits one
 regressor per kernel type (a log-linear ridge base on FLOPs, memory and alignment, and a random forest
-on its residuals) and sums the kernels' predictions. It is stored as its measured samples (JSON) and
-refitted deterministically on load: nothing executable is ever read from a file.
+on its residuals); `Composition` turns each kernel's time alone into its time inside a network, fitted on
+random networks (latencykit.random_nets) measured whole in the same profile; a model's latency is the sum.
+It is stored as its measurements (JSON: the samples, and the networks' kernels and latencies) and refitted
+deterministically on load: nothing executable is ever read from a file.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,16 +32,20 @@ from latencykit.devices.nchwc import Reorder, reorder_graph
 from latencykit.errors import LatencykitError
 from latencykit.export import ExportCache, default_cache
 from latencykit.files import atomic_write_text
-from latencykit.kernels import ACTS, FEATURES, SHARE, alignment, build_kernel, flops, memory, node_chain, sample_config
+from latencykit.kernels import (ACTS, FEATURES, SHARE, alignment, build_kernel, flops, memory, node_chain,
+                                sample_config, weights)
 from latencykit.lut.models import ModelError, check_file
 from latencykit.lut.protocol import REF_KEY, Progress, Protocol, export_reference, measure_models
 from latencykit.paths import home
+from latencykit.random_nets import random_network
 
 FORMAT = "latencykit-kernel-predictor"
 VERSION = 1
 CHAIN = 8
 """Nodes of the chain whose latency, against one node's, gives the runtime's cost per node (node_ms);
 one node's latency less that is its fixed cost per inference (overhead_ms), counted once per model."""
+NETWORKS = 160
+"""Random networks a kernel profile measures whole (about 2 minutes on 2 cores) to fit `Composition`."""
 
 
 class KernelError(LatencykitError):
@@ -239,16 +245,107 @@ def _row(kind: str, f: dict) -> list[float]:
             math.log2(16 / alignment(kind, f))]
 
 
+GROUPS = ("conv", "dwconv", "linear", "other")
+_GROUP = {"conv": "conv", "gconv": "conv", "dwconv": "dwconv", "linear": "linear", "matmul": "linear"}
+MIB = 4 / 2**20  # MiB per float32 value
+
+
+def _composition_row(kind: str, f: dict, alone_ms: float) -> np.ndarray:
+    """A kernel's columns in the composition fit: its predicted time alone and a 1 in its group's columns,
+    then the MiB of weights and of activations (read and written) it moves."""
+    row = np.zeros(2 * len(GROUPS) + 2)
+    g = GROUPS.index(_GROUP.get(kind, "other"))
+    row[g], row[len(GROUPS) + g] = alone_ms, 1.0
+    w = weights(kind, f)
+    row[-2:] = w * MIB, (memory(kind, f) - w) * MIB
+    return row
+
+
+@dataclass(frozen=True)
+class Composition:
+    """A kernel's time inside a network from its time alone: `scale` x alone + `fixed_ms` (per group: conv,
+    dwconv, linear and matmul, other), plus ms per MiB of weights and of activations.
+
+    Measured here (host, ONNX Runtime, 2 cores): the zoo's kernels alone summed up to 44% below their network
+    whole (mobilenet-v2 w0.5, 128 px) and up to 23% above (convnext w1, 192 px); ONNX Runtime's profiler
+    showed small kernels 3-5 us slower inside a network and a classifier's 5 MiB of weights 3x (docs/models.md).
+    Fitted by non-negative least squares on relative error over random networks, each scale pulled toward
+    1 (a ridge of weight 1), so a group the networks barely exercise stays as measured alone."""
+
+    scale: tuple[float, ...] = (1.0,) * len(GROUPS)
+    fixed_ms: tuple[float, ...] = (0.0,) * len(GROUPS)
+    weight_ms_per_mib: float = 0.0
+    activation_ms_per_mib: float = 0.0
+    networks: int = 0
+
+    @property
+    def coefficients(self) -> np.ndarray:
+        return np.array([*self.scale, *self.fixed_ms, self.weight_ms_per_mib, self.activation_ms_per_mib])
+
+    @classmethod
+    def fit(cls, rows: list[np.ndarray], fixed_ms: np.ndarray, ms: np.ndarray) -> "Composition":
+        """`rows`: each network's summed `_composition_row`s; `fixed_ms`: its per-inference and free-node
+        costs; `ms`: its latency measured whole."""
+        from scipy.optimize import nnls
+
+        if not len(ms):
+            return cls()
+        a = np.array(rows) / ms[:, None]
+        prior = np.zeros((len(GROUPS), a.shape[1]))
+        prior[:, :len(GROUPS)] = np.eye(len(GROUPS))
+        c, _ = nnls(np.vstack([a, prior]), np.concatenate([(ms - fixed_ms) / ms, np.ones(len(GROUPS))]))
+        n = len(GROUPS)
+        return cls(tuple(c[:n].tolist()), tuple(c[n:2 * n].tolist()), float(c[-2]), float(c[-1]), len(ms))
+
+    def apply(self, kernels: list["Kernel"], alone_ms: np.ndarray) -> np.ndarray:
+        c = self.coefficients
+        return np.array([_composition_row(k.kind, k.features, t) @ c for k, t in zip(kernels, alone_ms)])
+
+    def to_dict(self) -> dict:
+        return {**{f"scale_{g}": s for g, s in zip(GROUPS, self.scale)},
+                **{f"fixed_us_{g}": f * 1e3 for g, f in zip(GROUPS, self.fixed_ms)},
+                "weight_ms_per_mib": self.weight_ms_per_mib, "activation_ms_per_mib": self.activation_ms_per_mib,
+                "networks": self.networks}
+
+
+@dataclass(frozen=True)
+class Network:
+    """A random network measured whole in a kernel profile: its kernels (kind, configuration) and latency."""
+
+    seed: int
+    kernels: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]
+    free_nodes: int
+    ms: float
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "kernels": [{"kernel": k, "config": dict(c)} for k, c in self.kernels],
+                "free_nodes": self.free_nodes, "ms": self.ms}
+
+
 class KernelPredictor:
     """One regressor per kernel type on log features; a model's latency is the sum of its kernels'
-    predictions (each less the runtime's fixed cost per inference), a dispatch for each free node, and
-    the fixed cost once."""
+    predictions (each less the runtime's fixed cost per inference, then composed as inside a network), a
+    dispatch for each free node, and the fixed cost once."""
 
     def __init__(self, device: str, samples: dict[str, list[tuple[dict, float]]], overhead_ms: float,
-                 node_ms: float = 0.0, info: dict | None = None) -> None:
+                 node_ms: float = 0.0, info: dict | None = None, networks: tuple[Network, ...] = ()) -> None:
         self.device, self.samples, self.overhead_ms, self.info = device, samples, overhead_ms, info or {}
-        self.node_ms = node_ms
+        self.node_ms, self.networks = node_ms, tuple(networks)
         self.models = {k: self._fit(k, v) for k, v in samples.items() if v}
+        self.composition = self._compose()
+
+    def _compose(self) -> Composition:
+        """The composition fitted on the profile's random networks (those whose kernel types all have samples)."""
+        rows, fixed, ms = [], [], []
+        for net in self.networks:
+            kernels = [Kernel(kind, config, (), ()) for kind, config in net.kernels]
+            if not kernels or any(k.kind not in self.models for k in kernels):
+                continue
+            alone = self.predict_kernels(kernels, composed=False)
+            rows.append(sum(_composition_row(k.kind, k.features, t) for k, t in zip(kernels, alone)))
+            fixed.append(self.overhead_ms + net.free_nodes * self.node_ms)
+            ms.append(net.ms)
+        return Composition.fit(rows, np.array(fixed), np.array(ms))
 
     @staticmethod
     def _fit(kind: str, rows: list[tuple[dict, float]]):
@@ -278,8 +375,8 @@ class KernelPredictor:
         per_tree = np.stack([t.predict(x) for t in self.models[kind][1].estimators_])
         return per_tree.std(axis=0)
 
-    def predict_kernels(self, kernels: list[Kernel]) -> np.ndarray:
-        """Each kernel's own time in ms (its isolated latency less the fixed cost)."""
+    def predict_kernels(self, kernels: list[Kernel], composed: bool = True) -> np.ndarray:
+        """Each kernel's own time in ms inside a network (`composed=False`: alone, less the fixed cost)."""
         missing = sorted({k.kind for k in kernels} - set(self.models))
         if missing:
             raise KernelError(f"the {self.device} kernel predictor has no samples of kernel type(s) "
@@ -289,6 +386,8 @@ class KernelPredictor:
             idx = [i for i, k in enumerate(kernels) if k.kind == kind]
             x = np.array([_row(kind, kernels[i].features) for i in idx])
             out[idx] = np.maximum(np.exp(self._log_ms(kind, x)) - self.overhead_ms, 0.0)
+        if composed and self.composition.networks:
+            out = np.maximum(self.composition.apply(kernels, out), 0.0)
         return out
 
     def predict(self, kernels: list[Kernel], free_nodes: int = 0) -> float:
@@ -297,7 +396,8 @@ class KernelPredictor:
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "device": self.device, "overhead_ms": self.overhead_ms,
                 "node_ms": self.node_ms, "info": self.info,
-                "samples": {k: [{"config": f, "ms": ms} for f, ms in v] for k, v in self.samples.items()}}
+                "samples": {k: [{"config": f, "ms": ms} for f, ms in v] for k, v in self.samples.items()},
+                "networks": [n.to_dict() for n in self.networks]}
 
     def save(self, path: Path | None = None) -> Path:
         return atomic_write_text(path or kernel_path(self.device), json.dumps(self.to_dict(), indent=1))
@@ -317,10 +417,19 @@ class KernelPredictor:
                     raise ValueError(f"unknown kernel type {kind!r}")
                 configs = [_legacy(kind, r["config"]) for r in rows]
                 samples[kind] = [({k: int(c[k]) for k in FEATURES[kind]}, _ms(r["ms"])) for c, r in zip(configs, rows)]
+            networks = tuple(Network(int(n["seed"]), tuple(_kernel_entry(k) for k in n["kernels"]),
+                                     int(n["free_nodes"]), _ms(n["ms"])) for n in data.get("networks", []))
             return cls(str(data["device"]), samples, _ms(data["overhead_ms"]), _ms(data["node_ms"]),
-                       dict(data.get("info", {})))
+                       dict(data.get("info", {})), networks)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise KernelError(f"kernel predictor {path} is damaged: {exc}") from None
+
+
+def _kernel_entry(entry: dict) -> tuple[str, tuple[tuple[str, int], ...]]:
+    kind = entry["kernel"]
+    if kind not in FEATURES:
+        raise ValueError(f"unknown kernel type {kind!r}")
+    return kind, tuple((k, int(entry["config"][k])) for k in FEATURES[kind])
 
 
 def _legacy(kind: str, config: dict) -> dict:
@@ -395,6 +504,33 @@ def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: Expo
     return [stats[str(i)].latency_ms for i in range(len(configs))], stats[REF_KEY].latency_ms
 
 
+def kernels_of(path: Path, device: Device) -> Detection:
+    """The kernels `device` runs for an ONNX graph: those `detect` finds, then the layout changes its runtime
+    adds (as `reorder` kernels)."""
+    found = detect(path, device.format)
+    reorders = [Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (),
+                       ("ReorderOutput" if r.out else "ReorderInput",)) for r in device.layout_changes(path)]
+    return Detection(found.kernels + tuple(reorders), found.unknown, found.free_nodes)
+
+
+def measure_networks(device: Device, seeds: list[int], cache: ExportCache, protocol: Protocol,
+                     progress: Progress | None = None) -> tuple[list[Network], float]:
+    """Random networks measured whole as tables measure whole networks, with their kernels (found in their
+    ONNX graphs), and the reference block's median in the same rounds."""
+    nets, files = {}, {}
+    for i, seed in enumerate(seeds):
+        module, inputs = random_network(seed)
+        nets[str(seed)] = kernels_of(cache.export(module, inputs, "onnx"), device)
+        files[str(seed)] = cache.export(module, inputs, device.format)
+        if progress:
+            progress(i + 1, 2 * len(seeds))
+    stats = measure_models(device, files, export_reference(cache, device.format), protocol, whole=set(files),
+                           progress=(lambda d, t: progress(len(seeds) + d * len(seeds) // max(t, 1), 2 * len(seeds)))
+                           if progress else None)
+    return [Network(int(k), tuple((x.kind, x.config) for x in d.kernels), d.free_nodes, stats[k].latency_ms)
+            for k, d in nets.items() if not d.unknown], stats[REF_KEY].latency_ms
+
+
 def _reorder_file(r: Reorder, cache: ExportCache) -> Path:
     """A lone layout change as an ONNX file, in the export cache (its blocked shape is this machine's)."""
     import onnxruntime
@@ -415,10 +551,12 @@ def blocks_layout(device: Device, cache: ExportCache) -> bool:
 
 def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: int = 0,
                     kinds: tuple[str, ...] = tuple(FEATURES), path: Path | None = None,
-                    cache: ExportCache | None = None, progress: Progress | None = None) -> tuple[KernelPredictor, Path]:
+                    cache: ExportCache | None = None, progress: Progress | None = None,
+                    networks: int = NETWORKS) -> tuple[KernelPredictor, Path]:
     """Sample and measure `samples` configurations of every kernel type (times its SHARE) on `device` (half at
-    random, half where the first fit is least sure), fit the predictor, and save it (JSON: the samples).
-    Reorders are sampled only where the device's runtime changes layout around a convolution."""
+    random, half where the first fit is least sure), measure `networks` random networks whole (for the
+    composition), fit the predictor, and save it (JSON: the measurements). Reorders are sampled only where
+    the device's runtime changes layout around a convolution."""
     require(device)
     cache = cache or default_cache()
     protocol = Protocol(rounds=rounds, extra_rounds=2, seed=seed)
@@ -447,11 +585,16 @@ def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: in
         again, reference_again = measure_kernels(device, second, cache, protocol, progress)
         for (k, f), ms in zip(second, again):
             by_kind[k].append((f, ms * reference_ms / reference_again))
+    nets: list[Network] = []
+    if networks:
+        measured_nets, reference_nets = measure_networks(device, [seed * 100_000 + i for i in range(networks)], cache,
+                                                         protocol, progress)
+        nets = [replace(n, ms=n.ms * reference_ms / reference_nets) for n in measured_nets]
     info = {"device_info": device.describe(), "protocol": protocol.to_dict(), "samples_per_type": samples,
-            "reference_ms": reference_ms,
+            "reference_ms": reference_ms, "networks": len(nets),
             "seed": seed, "seconds": round(time.perf_counter() - start, 1),
             "sampling": "half random, half where the first fit's trees disagree most"}
-    model = KernelPredictor(device.name, by_kind, overhead, node_ms, info)
+    model = KernelPredictor(device.name, by_kind, overhead, node_ms, info, tuple(nets))
     return model, model.save(path)
 
 
@@ -475,7 +618,7 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None,
     from latencykit.devices import get_device
 
     dev = get_device(device)
-    found = detect(Path(path), dev.format)
+    found = kernels_of(Path(path), dev)
     if found.unknown:
         ops = ", ".join(f"{op} ({n} node{'s' if n > 1 else ''})" for op, n in sorted(found.unknown.items()))
         raise ModelError(f"{Path(path).name} has operators no kernel rule covers: {ops}; measure it whole "
@@ -484,9 +627,6 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None,
     if model.device != device:
         raise KernelError(f"that kernel predictor was profiled on {model.device}, not {device}: run "
                           f"`latencykit profile --kernels --device {device}`")
-    reorders = [Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (),
-                       ("ReorderOutput" if r.out else "ReorderInput",)) for r in dev.layout_changes(Path(path))]
-    found = Detection(found.kernels + tuple(reorders), found.unknown, found.free_nodes)
     ms = model.predict_kernels(list(found.kernels))
     rows = [{"kernel": k.kind, "config": k.features, "ops": "+".join(k.ops), "ms": float(t)}
             for k, t in zip(found.kernels, ms)]
