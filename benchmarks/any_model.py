@@ -87,7 +87,17 @@ def main() -> None:
         device, out = args.one_pass
         Path(out).write_text(json.dumps(measure_pass(device, widths, resolutions, args.model_rounds, seed=1)))
         return
-    os.environ["LATENCYKIT_HOME"] = args.home or tempfile.mkdtemp(prefix="latencykit-any-model-")
+    if args.home:
+        os.environ["LATENCYKIT_HOME"] = args.home
+        run(args, widths, resolutions)
+        return
+    # a fresh home holds every sample's export (8-9 GB): removed afterwards, or a few runs fill the disk
+    with tempfile.TemporaryDirectory(prefix="latencykit-any-model-") as home:
+        os.environ["LATENCYKIT_HOME"] = home
+        run(args, widths, resolutions)
+
+
+def run(args, widths: list[float], resolutions: list[int]) -> None:
     import torch
 
     from latencykit.devices import get_device
