@@ -186,13 +186,10 @@ def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]
 
     from latencykit.lut.kernels import Kernel
 
-    unique = {}
-    for p in predictions.values():
-        for k in p.kernels:  # the predictor's time for the kernel alone (before composition)
-            key = (k["kernel"], json.dumps(k["config"], sort_keys=True))
-            if key not in unique:
-                unique[key] = float(model.predict_kernels([Kernel(k["kernel"], tuple(k["config"].items()), (), ())],
-                                                          composed=False)[0])
+    found = {(k["kernel"], json.dumps(k["config"], sort_keys=True)): k for p in predictions.values() for k in p.kernels}
+    alone = model.predict_kernels([Kernel(k["kernel"], tuple(k["config"].items()), (), ()) for k in found.values()],
+                                  composed=False)  # the predictor's time for each kernel alone (before composition)
+    unique = dict(zip(found, alone.tolist()))
     configs = [*CALL_CHAINS, *((kind, json.loads(c)) for kind, c in unique)]
     ms, ref = measure_kernels(device, configs, default_cache(), Protocol(rounds=5, seed=2))
     fixed, _ = call_costs(*ms[:2])

@@ -336,16 +336,14 @@ class KernelPredictor:
 
     def _compose(self) -> Composition:
         """The composition fitted on the profile's random networks (those whose kernel types all have samples)."""
-        rows, fixed, ms = [], [], []
-        for net in self.networks:
-            kernels = [Kernel(kind, config, (), ()) for kind, config in net.kernels]
-            if not kernels or any(k.kind not in self.models for k in kernels):
-                continue
-            alone = self.predict_kernels(kernels, composed=False)
-            rows.append(sum(_composition_row(k.kind, k.features, t) for k, t in zip(kernels, alone)))
-            fixed.append(self.overhead_ms + net.free_nodes * self.node_ms)
-            ms.append(net.ms)
-        return Composition.fit(rows, np.array(fixed), np.array(ms))
+        nets = [n for n in self.networks if n.kernels and all(kind in self.models for kind, _ in n.kernels)]
+        kernels = [Kernel(kind, config, (), ()) for n in nets for kind, config in n.kernels]
+        alone = self.predict_kernels(kernels, composed=False) if kernels else np.empty(0)  # one call: forests are slow
+        each = np.array([_composition_row(k.kind, k.features, t) for k, t in zip(kernels, alone)])
+        ends = np.cumsum([len(n.kernels) for n in nets])
+        rows = [each[end - len(n.kernels):end].sum(axis=0) for n, end in zip(nets, ends)]
+        fixed = np.array([self.overhead_ms + n.free_nodes * self.node_ms for n in nets])
+        return Composition.fit(rows, fixed, np.array([n.ms for n in nets]))
 
     @staticmethod
     def _fit(kind: str, rows: list[tuple[dict, float]]):
