@@ -38,7 +38,8 @@ no torch module exports to it; `out` is 1 out of the blocked layout, 0 into it. 
 values stay contiguous (its trailing axes left in place): 1 moves every value alone, 48 copies rows of 48
 (a ViT's head split permutes whole rows and costs a fraction of a 2-D transpose of as many values)."""
 
-SHARE: dict[str, int] = {"conv": 20, "dwconv": 8, "gconv": 8, "linear": 8, "matmul": 4, "reorder": 2}
+SHARE: dict[str, int] = {"conv": 20, "dwconv": 8, "gconv": 8, "linear": 8, "matmul": 4, "act": 4, "reorder": 2,
+                        "pool": 2, "gpool": 2, "add": 2, "mul": 2, "concat": 2, "slice": 2, "transpose": 2}
 """Samples of each type per unit of `profile --kernel-samples` (other types: 1): the costly, varied ones get more."""
 
 ACTS = ("relu", "sigmoid", "hardswish", "hardsigmoid", "silu", "gelu", "relu6", "tanh")
@@ -164,6 +165,8 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
         if hw <= 2:  # a squeeze-excite or classifier 1x1 on a pooled vector: any width
             c, c2 = _pick(rng, _CH), _pick(rng, _CH)
         cin = _pick(rng, [3, 3, c]) if hw >= 96 else c
+        if hw >= 16 and rng.random() < 0.3:  # narrow early layers (8 channels from 16 and back): another path
+            cin, c2 = (_pick(rng, [4, 8, 12, 16, 24]), c2) if rng.random() < 0.5 else (cin, _pick(rng, [8, 12, 16, 24]))
         return {"hw": hw, "cin": cin, "cout": c2, "k": k, "stride": _pick(rng, [1, 1, 2]) if hw > 2 else 1,
                 "relu": flag}
     if kind == "dwconv":
@@ -173,11 +176,13 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
         c = _unaligned(rng, _channels(rng, hw) * _pick(rng, [1, 4, 6]), share=0.5)
         return {"hw": hw, "c": c, "k": _pick(rng, [3, 5, 7]), "stride": _pick(rng, [1, 1, 2]), "relu": flag}
     if kind == "gconv":
-        hw = max(hw, 2)
+        # grouped 3x3s on maps of 4x4 and more (RegNet, ResNeXt); half the samples had gone to 2x2 and 3x3
+        # maps with 50-130 groups, where the trees disagreed most and no network runs them
+        hw = max(hw, 4)
         width = _pick(rng, [8, 16, 24, 32])
-        groups = max(1, _channels(rng, hw) // width)
-        return {"hw": hw, "cin": groups * width, "cout": groups * width, "k": _pick(rng, [1, 3]),
-                "stride": _pick(rng, [1, 2]), "groups": max(2, groups), "relu": flag}
+        groups = max(2, _channels(rng, hw) // width)
+        return {"hw": hw, "cin": groups * width, "cout": groups * width, "k": _pick(rng, [1, 3, 3]),
+                "stride": _pick(rng, [1, 2]), "groups": groups, "relu": flag}
     if kind == "linear":
         return {"m": tokens, "k": _pick(rng, _CH), "n": _pick(rng, _CH), "relu": flag}
     if kind == "matmul":
@@ -197,7 +202,8 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
         rows = tokens * (_pick(rng, [1, 2, 3, 4, 8]) if kind == "softmax" else _pick(rng, [1, 1, 4, 16]))
         return {"rows": rows, "cols": tokens if kind == "softmax" else _pick(rng, _CH)}
     if kind == "transpose":
-        run = _pick(rng, [1, 1, 1, 2, 4, 8, 16, 24, 32, 48, 64, 96])
+        # channel shuffles keep whole maps in place (runs of hw x hw: 64-576 in ShuffleNet), head splits rows
+        run = _pick(rng, [1, 1, 1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 144, 256, 576, 1024])
         return {"elements": max(elements, 4 * run), "run": run}
     if kind == "concat":
         return {"elements": elements, "inputs": _pick(rng, [2, 2, 3, 4])}
@@ -208,15 +214,30 @@ def sample_config(kind: str, rng: np.random.Generator) -> dict:
     raise KeyError(kind)
 
 
-CHANNELS: dict[str, tuple[str, ...]] = {"conv": ("cin", "cout"), "dwconv": ("c",), "gconv": ("cin", "cout"),
-                                        "pool": ("c",), "gpool": ("c",), "reorder": ("c",)}
-"""The channel counts of each kernel type whose alignment picks a runtime's code path."""
+CHANNELS: dict[str, tuple[str, str]] = {"conv": ("cin", "cout"), "dwconv": ("c", "c"), "gconv": ("cin", "cout"),
+                                        "pool": ("c", "c"), "gpool": ("c", "c"), "reorder": ("c", "c")}
+"""The input and output channel counts of each kernel type whose alignment picks a runtime's code path."""
+
+
+def _align(channels: int) -> int:
+    return min(channels & -channels, 16)
+
+
+def alignments(kind: str, f: dict) -> tuple[int, int, int]:
+    """The largest power of two, up to 16, dividing the kernel's input channels, its output channels and its
+    channels per group (16 where it has none). Vector and blocked-layout kernels need whole blocks of each,
+    and each shortfall takes its own slower path: on ONNX Runtime with AVX-512 (blocks of 16) a 1x1
+    convolution at 64x64 from 8 channels ran 2x its time from 16, and a grouped 3x3 convolution of 8
+    channels per group 1.6-3x one of 16 (RegNet's), though both do less work."""
+    if kind not in CHANNELS:
+        return 16, 16, 16
+    cin, cout = (f[k] for k in CHANNELS[kind])
+    return _align(cin), _align(cout), _align(cin // f["groups"]) if kind == "gconv" else 16
 
 
 def alignment(kind: str, f: dict) -> int:
-    """The largest power of two, up to 16, dividing every channel count of the kernel (16 where it has none):
-    vector and blocked-layout kernels need whole blocks of channels."""
-    return min((min(f[k] & -f[k], 16) for k in CHANNELS.get(kind, ())), default=16)
+    """The smallest of `alignments`: whole blocks of every channel count (16 where the kernel has none)."""
+    return min(alignments(kind, f))
 
 
 def flops(kind: str, f: dict) -> float:
