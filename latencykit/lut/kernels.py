@@ -361,7 +361,7 @@ class KernelPredictor:
         extrapolated their collinear logs (a one-row layer norm, below every sample's rows, came out at
         2.6 ms; with two samples of a type, a zoo multiply at seconds): it now has non-negative slopes, and
         enough penalty (alpha 1 against log features spread over several units) to stay flat where the
-        samples barely differ. Extremely randomized trees (200, 70% of the features per split) in place of a
+        samples barely differ. Extremely randomized trees (100, 70% of the features per split) in place of a
         random forest (100): 5-fold error on the samples within 10% for 53% of convolutions instead of 42%,
         and the random networks' fit 73-78% -> 78-81% within 10% on three profiles here."""
         from sklearn.ensemble import ExtraTreesRegressor
