@@ -166,13 +166,17 @@ def run(args, widths: list[float], resolutions: list[int]) -> None:
         write(report)
 
 
-def uncomposed(model, prediction) -> float:
-    """The prediction as the plain sum of the kernels' predicted times alone (no composition)."""
+def as_kernels(rows: list[dict]) -> list:
+    """A prediction's breakdown rows as kernels, to predict them again (alone, before composition)."""
     from latencykit.lut.kernels import Kernel
 
-    kernels = [Kernel(k["kernel"], tuple(k["config"].items()), (), ()) for k in prediction.kernels]
-    return float(model.predict_kernels(kernels, composed=False).sum() + prediction.free_nodes_ms
-                 + prediction.overhead_ms)
+    return [Kernel(k["kernel"], tuple(k["config"].items()), (), ()) for k in rows]
+
+
+def uncomposed(model, prediction) -> float:
+    """The prediction as the plain sum of the kernels' predicted times alone (no composition)."""
+    return float(model.predict_kernels(as_kernels(prediction.kernels), composed=False).sum()
+                 + prediction.free_nodes_ms + prediction.overhead_ms)
 
 
 def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]) -> dict:
@@ -184,11 +188,8 @@ def kernel_check(device, model, predictions: dict, first: dict, rows: list[dict]
     from latencykit.lut.kernels import CALL_CHAINS, call_costs, measure_kernels
     from latencykit.lut.protocol import REF_KEY, Protocol
 
-    from latencykit.lut.kernels import Kernel
-
     found = {(k["kernel"], json.dumps(k["config"], sort_keys=True)): k for p in predictions.values() for k in p.kernels}
-    alone = model.predict_kernels([Kernel(k["kernel"], tuple(k["config"].items()), (), ()) for k in found.values()],
-                                  composed=False)  # the predictor's time for each kernel alone (before composition)
+    alone = model.predict_kernels(as_kernels(list(found.values())), composed=False)  # each alone, before composition
     unique = dict(zip(found, alone.tolist()))
     configs = [*CALL_CHAINS, *((kind, json.loads(c)) for kind, c in unique)]
     ms, ref = measure_kernels(device, configs, default_cache(), Protocol(rounds=5, seed=2))

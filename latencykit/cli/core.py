@@ -102,8 +102,8 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
                                          "attention matmul, pooling, elementwise, ...) for `predict MODEL.onnx`, "
                                          "instead of a space's layers."),
             kernel_samples: int = typer.Option(30, "--kernel-samples", min=2, max=10_000,
-                                               help="With --kernels: samples per kernel type (x20 conv, x8 depthwise, "
-                                                    "grouped conv and linear, x4 matmul)."),
+                                               help="With --kernels: samples per kernel type (the costly, varied "
+                                                    "types more: x20 conv, x8 depthwise, grouped conv and linear)."),
             kernel_networks: int = typer.Option(160, "--kernel-networks", min=0, max=10_000,
                                                 help="With --kernels: random networks measured whole to fit how "
                                                      "kernels compose inside a network (0: none)."),
