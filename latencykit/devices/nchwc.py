@@ -12,6 +12,8 @@ Anything else at the boundary is left as it is.
 Inside a network the layout changes where a blocked convolution meets an op that has no blocked
 kernel (a squeeze-excite gate, a channel shuffle, a transpose): `reorders` lists them from the graph
 ONNX Runtime runs, and `reorder_graph` writes one alone, so a kernel predictor can sample and count them.
+A Transpose between channels-first and channels-last next to a reorder is folded into it (`channels_last`:
+ConvNeXt at width 1 runs 18 such reorders and 12 of its 32 Transposes).
 """
 
 from __future__ import annotations
@@ -84,11 +86,13 @@ def without_boundary_reorders(model: Path, out: Path, options) -> bool:
 
 @dataclass(frozen=True)
 class Reorder:
-    """One layout change: into the blocked layout (`out` 0) or back out of it (1), of a c x hw x hw map."""
+    """One layout change: into the blocked layout (`out` 0) or back out of it (1), of a c x hw x hw map;
+    `last` 1 where the unblocked side is channels-last (NHWC: the runtime folded a Transpose into it)."""
 
     c: int
     hw: int
     out: int
+    last: int = 0
 
 
 def optimized_graph(model: Path, options):
@@ -117,7 +121,9 @@ def reorders(model: Path, options) -> list[Reorder]:
     out = []
     for n, t in zip(nodes, plain):
         shape = shapes[t]
-        out.append(Reorder(int(shape[1]), int(shape[-1]) if len(shape) == 4 else 1, int(n.op_type == "ReorderOutput")))
+        last = int(any(a.name == "channels_last" and a.i for a in n.attribute))
+        c, hw = (shape[-1], shape[1]) if last else (shape[1], shape[-1] if len(shape) == 4 else 1)
+        out.append(Reorder(int(c), int(hw), int(n.op_type == "ReorderOutput"), last))
     return out
 
 
@@ -162,10 +168,12 @@ def _shapes(graph_model, names: list[str]) -> dict[str, list[int]]:
 
     probe = onnx.ModelProto()
     probe.CopyFrom(graph_model)
-    known = {o.name for o in probe.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in known:
-            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    # every output undeclared: a residual moved onto blocked tensors gives a padded output its old shape
+    # does not match (ONNX Runtime warned "Error merging shape info")
+    outputs = dict.fromkeys([*(o.name for o in probe.graph.output), *names])
+    del probe.graph.output[:]
+    for name in outputs:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])

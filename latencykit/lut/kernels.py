@@ -248,9 +248,18 @@ Before them, for the trees, how far the input channels, output channels and chan
 from whole blocks (each shortfall is its own code path: latencykit.kernels.alignments)."""
 
 
+def _base_columns(kind: str) -> int:
+    """How many of a row's last columns the log-linear base sees: BASE_FEATURES, and for an activation which
+    function it is (one column each: its cost per value, GELU's erf several times ReLU's). Pooled through the
+    trees alone, 15 GELU samples of 120 came out at 0.3-0.55x their time alone at 37k-442k values (ConvNeXt's,
+    ViT's) on host."""
+    return BASE_FEATURES + (len(ACTS) if kind == "act" else 0)
+
+
 def _row(kind: str, f: dict) -> list[float]:
+    function = [float(i == f["kind"]) for i in range(len(ACTS))] if kind == "act" else []
     return [*(math.log1p(f[k]) for k in FEATURES[kind]), *(math.log2(16 / a) for a in alignments(kind, f)),
-            math.log1p(flops(kind, f)), math.log1p(memory(kind, f)), math.log2(16 / alignment(kind, f))]
+            math.log1p(flops(kind, f)), math.log1p(memory(kind, f)), math.log2(16 / alignment(kind, f)), *function]
 
 
 GROUPS = ("conv", "dwconv", "linear", "other")
@@ -369,13 +378,14 @@ class KernelPredictor:
 
         x = np.array([_row(kind, f) for f, _ in rows])
         y = np.log(np.array([max(ms, 1e-6) for _, ms in rows]))
-        base = Ridge(alpha=1.0, positive=True).fit(x[:, -BASE_FEATURES:], y)
+        columns = _base_columns(kind)
+        base = Ridge(alpha=1.0, positive=True).fit(x[:, -columns:], y)
         trees = ExtraTreesRegressor(n_estimators=100, max_features=0.7, random_state=0, n_jobs=1)
-        return base, trees.fit(x, y - base.predict(x[:, -BASE_FEATURES:]))
+        return base, trees.fit(x, y - base.predict(x[:, -columns:]))
 
     def _log_ms(self, kind: str, x: np.ndarray) -> np.ndarray:
         base, trees = self.models[kind]
-        return base.predict(x[:, -BASE_FEATURES:]) + trees.predict(x)
+        return base.predict(x[:, -_base_columns(kind):]) + trees.predict(x)
 
     def spread(self, kind: str, configs: list[dict]) -> np.ndarray:
         """How unsure the fit is at each configuration: the spread of its trees' log predictions."""
@@ -514,11 +524,20 @@ def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: Expo
 
 def kernels_of(path: Path, device: Device) -> Detection:
     """The kernels `device` runs for an ONNX graph: those `detect` finds, then the layout changes its runtime
-    adds (as `reorder` kernels)."""
+    adds (as `reorder` kernels). A channels-last reorder has a Transpose of its map folded in: one such
+    transpose (every value moved alone) is no kernel of its own."""
     found = detect(path, device.format)
-    reorders = [Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (),
-                       ("ReorderOutput" if r.out else "ReorderInput",)) for r in device.layout_changes(path)]
-    return Detection(found.kernels + tuple(reorders), found.unknown, found.free_nodes)
+    kernels, reorders = list(found.kernels), []
+    for r in device.layout_changes(path):
+        ops = ("ReorderOutput" if r.out else "ReorderInput",)
+        if r.last:
+            folded = next((i for i, k in enumerate(kernels) if k.kind == "transpose"
+                           and k.features == {"elements": r.c * r.hw * r.hw, "run": 1}), None)
+            if folded is not None:
+                kernels.pop(folded)
+                ops = (*ops, "Transpose") if r.out else ("Transpose", *ops)
+        reorders.append(Kernel("reorder", (("c", r.c), ("hw", r.hw), ("out", r.out)), (), ops))
+    return Detection(tuple(kernels + reorders), found.unknown, found.free_nodes)
 
 
 def measure_networks(device: Device, seeds: list[int], cache: ExportCache, protocol: Protocol,
