@@ -15,7 +15,8 @@
 
 Usage: LATENCYKIT_HOME=<home with a host table of the space> python benchmarks/search_truth.py
        [--space tests/data/small.json] [--seeds 10] [--subnets 120] [--quantiles 0.25 0.6]
-Writes benchmarks/results/search_truth.md (or --out).
+Writes benchmarks/results/search_truth.md (or --out). Spaces judged so far: tests/data/small.json (hybrid;
+search_truth.md) and benchmarks/spaces/cnn.json (convolutions only; search_truth_cnn.md).
 """
 
 from __future__ import annotations
