@@ -190,10 +190,11 @@ def profile_kernels(device: Device, samples: int = 30, rounds: int = 5, seed: in
     return _profile_kernels(device, samples, rounds, seed, path=path, progress=progress, networks=networks)
 
 
-def predict_model(model: Path, device: str) -> ModelPrediction:
+def predict_model(model: Path, device: str, rescale: bool = False) -> ModelPrediction:
     """Any ONNX model's latency on `device` from its kernel predictor, with the per-kernel breakdown; an
-    operator no kernel rule covers is named in the error (measure that model whole instead)."""
-    return _predict_model(Path(model), device)
+    operator no kernel rule covers is named in the error (measure that model whole instead). `rescale`:
+    on the device's speed now, by its reference block measured now against its time when profiled."""
+    return _predict_model(Path(model), device, rescale=rescale)
 
 
 def read_archs(space: SearchSpace, file: Path) -> list[Arch]:

@@ -203,6 +203,19 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
     with pytest.raises(KernelError, match="profiled on host, not host-litert"):
         kmod.predict_model(model, "host-litert", predictor=loaded)
 
+    # --rescale: every kernel on the device's speed now (its reference block now over its time when profiled)
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(model), "-d", "host", "--rescale", "--breakdown", "--json"])
+    out = capsys.readouterr()
+    assert info.value.code == 0, out.err
+    now = json.loads(out.out)
+    assert pred["scale"] == 1.0 and 0.5 < now["scale"] < 2.0  # seconds apart: near 1
+    assert now["latency_ms"] == pytest.approx(pred["latency_ms"] * now["scale"], rel=1e-9)
+    assert [k["ms"] for k in now["kernels"]] == pytest.approx([k["ms"] * now["scale"] for k in pred["kernels"]])
+    unrecorded = KernelPredictor("host", loaded.samples, loaded.overhead_ms, loaded.node_ms, {}, loaded.networks)
+    with pytest.raises(KernelError, match="cannot be rescaled"):
+        kmod.predict_model(model, "host", predictor=unrecorded, rescale=True)
+
     # an unknown operator is named, with the measured fallback
     with pytest.raises(SystemExit) as info:
         main(["predict", str(unknown_op_model(tmp_path)), "-d", "host"])

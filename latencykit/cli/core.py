@@ -200,6 +200,8 @@ def predict(arch_file: Optional[Path] = typer.Argument(None, exists=True, dir_ok
                                                "(default: ARCHS.DEVICE.predicted.csv beside it)."),
             table_path: Optional[Path] = TableOption,
             breakdown: bool = typer.Option(False, "--breakdown", help="With an ONNX model: every kernel's share."),
+            rescale: bool = typer.Option(False, "--rescale", help="With an ONNX model: measure the device's reference "
+                                         "block now and scale to its speed now (the device must be attached)."),
             as_json: bool = JsonOption) -> None:
     """Predict an architecture's latency on a device (or many, with --archs, into a CSV), or any ONNX
     model's from the device's kernel predictor (`profile --kernels`)."""
@@ -211,8 +213,10 @@ def predict(arch_file: Optional[Path] = typer.Argument(None, exists=True, dir_ok
     if arch_file is not None and arch_file.suffix.lower() == ".onnx":
         if space is not None or archs is not None:
             raise LatencykitError("an ONNX model is predicted kernel by kernel: drop --space and --archs")
-        _predict_onnx(arch_file, device, breakdown, as_json)
+        _predict_onnx(arch_file, device, breakdown, rescale, as_json)
         return
+    if rescale:
+        raise LatencykitError("--rescale is for an ONNX model predicted kernel by kernel: drop it with --space")
     if space is None:
         raise LatencykitError("give --space SPACE with an architecture file (or an .onnx model without it)")
     sp = load_space(space)
@@ -227,15 +231,16 @@ def predict(arch_file: Optional[Path] = typer.Argument(None, exists=True, dir_ok
          f"{d['flops'] / 1e6:.0f} MFLOPs")
 
 
-def _predict_onnx(model: Path, device: str, breakdown: bool, as_json: bool) -> None:
+def _predict_onnx(model: Path, device: str, breakdown: bool, rescale: bool, as_json: bool) -> None:
     from latencykit.api import predict_model
 
-    data = predict_model(model, device).to_dict()
+    data = predict_model(model, device, rescale).to_dict()
     if not breakdown:
         data.pop("kernels")
 
     def render(d: dict):
-        head = f"{d['latency_ms']:.3f} ms predicted on {d['device']} from its kernels"
+        head = f"{d['latency_ms']:.3f} ms predicted on {d['device']} from its kernels" + (
+            f", rescaled x{d['scale']:.3f} to its reference block measured now" if rescale else "")
         if not breakdown:
             return head
         rows = sorted(d["kernels"], key=lambda r: -r["ms"])

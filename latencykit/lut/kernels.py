@@ -648,15 +648,29 @@ class ModelPrediction:
     overhead_ms: float  # the runtime's fixed cost per inference
     free_nodes_ms: float  # dispatching the nodes that move no data (Reshape, ...)
     kernels: list[dict]
+    scale: float = 1.0  # 1: on the profile's scale; else the reference block measured now over its time then
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def reference_now(device: Device, rounds: int = 15, cache: ExportCache | None = None) -> float:
+    """The reference block's median latency on `device` now, in ms (0.1 s on host at 15 rounds)."""
+    require(device)
+    reference = export_reference(cache or default_cache(), device.format)
+    return measure_models(device, {}, reference, Protocol(rounds=rounds))[REF_KEY].latency_ms
+
+
 def predict_model(path: Path, device: str, predictor_path: Path | None = None,
-                  predictor: KernelPredictor | None = None) -> ModelPrediction:
+                  predictor: KernelPredictor | None = None, rescale: bool = False) -> ModelPrediction:
     """An ONNX model's latency on `device`: the sum of its kernels' predictions, with the breakdown.
-    `predictor` (already loaded, to predict many models without refitting) wins over `predictor_path`."""
+    `predictor` (already loaded, to predict many models without refitting) wins over `predictor_path`.
+
+    `rescale` measures the reference block on the device now and scales the prediction by its time now
+    over its time when the kernels were profiled: a machine runs 10-20% faster or slower from one hour
+    to the next (other tenants, heat), every kernel with it, and the reference block follows
+    (benchmarks/results/any_model.md: predictions 9% low to 17% high at the median after such a drift,
+    70-86% within ±10% on the reference's scale)."""
     from latencykit.devices import get_device
 
     dev = get_device(device)
@@ -669,9 +683,15 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None,
     if model.device != device:
         raise KernelError(f"that kernel predictor was profiled on {model.device}, not {device}: run "
                           f"`latencykit profile --kernels --device {device}`")
-    ms = model.predict_kernels(list(found.kernels))
+    scale = 1.0
+    if rescale:
+        then = model.info.get("reference_ms")
+        if not then:
+            raise KernelError(f"that {device} kernel predictor does not record its reference block's time, so it "
+                              f"cannot be rescaled: run `latencykit profile --kernels --device {device}` again")
+        scale = reference_now(dev) / then
+    ms = model.predict_kernels(list(found.kernels)) * scale
     rows = [{"kernel": k.kind, "config": k.features, "ops": "+".join(k.ops), "ms": float(t)}
             for k, t in zip(found.kernels, ms)]
-    free = found.free_nodes * model.node_ms
-    return ModelPrediction(str(path), device, float(ms.sum() + free + model.overhead_ms), model.overhead_ms,
-                           free, rows)
+    free, overhead = found.free_nodes * model.node_ms * scale, model.overhead_ms * scale
+    return ModelPrediction(str(path), device, float(ms.sum() + free + overhead), overhead, free, rows, scale)
