@@ -13,7 +13,7 @@ error against each kernel alone, and how far each network's kernels alone sum fr
 
 Run from the repository root, with nothing else running:
     PYTHONPATH=$PWD python benchmarks/any_model.py --devices host --samples 30 --profile-retest --kernel-check
-Writes benchmarks/results/any_model.md (and any_model.json beside it).
+Writes benchmarks/results/any_model.md (and any_model.json beside it), or --out.
 """
 
 from __future__ import annotations
@@ -72,7 +72,10 @@ def main() -> None:
                     help="profile the kernels again in a second process and report how far the same samples moved")
     ap.add_argument("--kernel-check", action="store_true",
                     help="measure the zoo's kernels alone: the predictor's own error and the composition gap")
+    ap.add_argument("--kernel-networks", type=int, default=None,
+                    help="random networks measured whole for the composition (default: profile_kernels')")
     ap.add_argument("--home", default=None, help="LATENCYKIT_HOME to keep (kernel predictors, exports)")
+    ap.add_argument("--out", type=Path, default=OUT, help="Markdown report (its .json beside it)")
     args = ap.parse_args()
     widths = [float(w) for w in args.widths.split(",")]
     resolutions = [int(r) for r in args.resolutions.split(",")]
@@ -116,7 +119,8 @@ def run(args, widths: list[float], resolutions: list[int]) -> None:
         if kernel_path(name).exists():
             model = load_kernel_predictor(name)
         else:
-            model, _ = profile_kernels(device, args.samples, args.rounds)
+            more = {} if args.kernel_networks is None else {"networks": args.kernel_networks}
+            model, _ = profile_kernels(device, args.samples, args.rounds, **more)
         profile_s = model.info.get("seconds", time.perf_counter() - start)
         if args.kernel_check and not model.info.get("reference_ms"):
             sys.exit(f"--kernel-check needs a {name} kernel profile that records its reference block: profile again")
@@ -163,7 +167,7 @@ def run(args, widths: list[float], resolutions: list[int]) -> None:
             "mape": float(err.mean()), "retest_within_5": float((retest <= 5).mean() * 100),
             "retest_within_10": float((retest <= 10).mean() * 100), "retest_mape": float(retest.mean()),
             "runtime": device.describe().get("runtime"), "load": loads, "rows": rows}
-        write(report)
+        write(report, args.out)
 
 
 def as_kernels(rows: list[dict]) -> list:
@@ -235,7 +239,7 @@ def profile_retest(name: str, model, onnx: dict, first: dict, second: dict, args
             "mape": float(err.mean()), "overhead_ms": [model.overhead_ms, again.overhead_ms]}
 
 
-def write(report: dict) -> None:
+def write(report: dict, out: Path) -> None:
     lines = ["# Bring your own model: kernel predictor on the held-out zoo", "",
              "The kernel predictor is trained on sampled kernels and on random networks measured whole "
              "(`profile --kernels`: its composition, latencykit.random_nets); the zoo "
@@ -301,9 +305,9 @@ def write(report: dict) -> None:
                   + (f" {r['alone_vs_whole_pct']:+.1f} | {r['predicted_vs_alone_pct']:+.1f} |" if extra else "")
                   for r in d["rows"]]
         lines.append("")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines))
-    OUT.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -669,7 +669,7 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None,
     `rescale` measures the reference block on the device now and scales the prediction by its time now
     over its time when the kernels were profiled: a machine runs 10-20% faster or slower from one hour
     to the next (other tenants, heat), every kernel with it, and the reference block follows
-    (benchmarks/results/any_model.md: predictions 9% low to 17% high at the median after such a drift,
+    (docs/models.md, Accuracy: predictions 9% low to 17% high at the median after such a drift,
     70-86% within ±10% on the reference's scale)."""
     from latencykit.devices import get_device
 
