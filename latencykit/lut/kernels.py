@@ -500,6 +500,11 @@ def call_costs(one_ms: float, chain_ms: float) -> tuple[float, float]:
     return max(one_ms - node_ms, 0.0), node_ms
 
 
+def _second_half(progress: Progress | None, n: int) -> Progress | None:
+    """`progress` over 2n steps, the measurement as its second half (the n exports were the first)."""
+    return (lambda done, total: progress(n + done * n // max(total, 1), 2 * n)) if progress else None
+
+
 def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: ExportCache, protocol: Protocol,
                     progress: Progress | None = None) -> tuple[list[float], float]:
     """Each configuration's latency measured alone, and the reference block's median in the same rounds (the
@@ -517,8 +522,7 @@ def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: Expo
     # network's own layout changes are counted as reorder kernels); a reorder sample is nothing else
     layers = {str(i) for i, (kind, _) in enumerate(configs) if kind != "reorder"}
     stats = measure_models(device, files, export_reference(cache, device.format), protocol,
-                           progress=(lambda d, t: progress(len(configs) + d * len(configs) // max(t, 1),
-                                                           2 * len(configs))) if progress else None, layers=layers)
+                           progress=_second_half(progress, len(configs)), layers=layers)
     return [stats[str(i)].latency_ms for i in range(len(configs))], stats[REF_KEY].latency_ms
 
 
@@ -554,9 +558,7 @@ def measure_networks(device: Device, seeds: list[int], cache: ExportCache, proto
             progress(i + 1, 2 * len(seeds))
     chains = {f"chain-{f['nodes']}": cache.export(*node_chain(f["nodes"]), device.format) for _, f in CALL_CHAINS}
     stats = measure_models(device, {**files, **chains}, export_reference(cache, device.format), protocol,
-                           whole=set(files), layers=set(chains),
-                           progress=(lambda d, t: progress(len(seeds) + d * len(seeds) // max(t, 1), 2 * len(seeds)))
-                           if progress else None)
+                           whole=set(files), layers=set(chains), progress=_second_half(progress, len(seeds)))
     overhead, _ = call_costs(*(stats[k].latency_ms for k in chains))
     return ([Network(int(k), tuple((x.kind, x.config) for x in d.kernels), d.free_nodes, stats[k].latency_ms)
              for k, d in nets.items() if not d.unknown], stats[REF_KEY].latency_ms, overhead)
