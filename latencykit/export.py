@@ -22,9 +22,11 @@ import torch
 from latencykit.blocks import build, build_layer, layer_inputs
 from latencykit.errors import LatencykitError
 from latencykit.exporters import channels_last_io, export_coreml, export_tflite
+from latencykit.kernels import build_kernel
 from latencykit.layers import LayerSpec
 from latencykit.paths import home
 from latencykit.registry import Registry
+from latencykit.tflite_writer import WRITER, WRITTEN, write_kernel
 
 ExportFn = Callable[[torch.nn.Module, tuple, Path], None]
 EXPORTERS: Registry[ExportFn] = Registry("export format")
@@ -80,18 +82,27 @@ class ExportCache:
     def export(self, module: torch.nn.Module, inputs: tuple, fmt: str = "onnx") -> Path:
         """The exported file for this module and inputs, exporting only on a cache miss."""
         exporter = EXPORTERS.get(fmt)
-        target = self.path(fmt, content_key(fmt, module, inputs))
+
+        def write(path: Path) -> None:
+            try:
+                with torch.no_grad():
+                    exporter(module, inputs, path)
+            except Exception as exc:
+                raise LatencykitError(f"{fmt} export failed: {type(exc).__name__}: {exc}") from exc
+
+        return self.produce(fmt, content_key(fmt, module, inputs), write)
+
+    def produce(self, fmt: str, key: str, write: Callable[[Path], None]) -> Path:
+        """The cached file of `key`, made by `write(path)` on a miss and moved into place atomically: a reader
+        never sees half a file, and an interrupted write leaves nothing behind."""
+        target = self.path(fmt, key)
         if target.exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             tmp_path = Path(tmp) / target.name
-            try:
-                with torch.no_grad():
-                    exporter(module, inputs, tmp_path)
-            except Exception as exc:
-                raise LatencykitError(f"{fmt} export failed: {type(exc).__name__}: {exc}") from exc
-            os.replace(tmp_path, target)  # atomic: a reader never sees half a file
+            write(tmp_path)
+            os.replace(tmp_path, target)
         return target
 
 
@@ -128,3 +139,13 @@ def layer_module(spec: LayerSpec, fmt: str) -> tuple[torch.nn.Module, tuple]:
 def export_layer(spec: LayerSpec, cache: ExportCache, fmt: str) -> Path:
     """A layer exported alone (`layer_module`)."""
     return cache.export(*layer_module(spec, fmt), fmt)
+
+
+def export_kernel(kind: str, f: dict, cache: ExportCache, fmt: str) -> Path:
+    """A kernel sample (`latencykit.kernels.build_kernel`) as a `fmt` file. A TFLite kernel of
+    `tflite_writer.WRITTEN` is written as a converted network runs it, in milliseconds and without the transposes
+    a lone conversion adds; every other one is exported from its torch module."""
+    if fmt == "tflite" and kind in WRITTEN:
+        key = hashlib.sha256(f"{WRITER}|torch={torch.__version__}|{kind}|{sorted(f.items())}".encode()).hexdigest()
+        return cache.produce(fmt, key[:24], lambda path: write_kernel(kind, f, path))
+    return cache.export(*build_kernel(kind, f), fmt)

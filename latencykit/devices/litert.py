@@ -20,7 +20,6 @@ from latencykit.devices.base import Availability, Device
 from latencykit.devices.host import cpu_name
 from latencykit.quiet import silenced
 from latencykit.tflite_runtime import interpreter, run_tflite  # noqa: F401  (run_tflite: re-exported)
-from latencykit.errors import DeviceUnavailableError
 
 
 def litert_version() -> str:

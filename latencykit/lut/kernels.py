@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -30,7 +28,7 @@ import numpy as np
 from latencykit.devices import Device, require
 from latencykit.devices.nchwc import Reorder, reorder_graph
 from latencykit.errors import LatencykitError
-from latencykit.export import ExportCache, default_cache
+from latencykit.export import ExportCache, default_cache, export_kernel
 from latencykit.files import atomic_write_text
 from latencykit.kernels import (ACTS, FEATURES, SHARE, alignment, alignments, build_kernel, flops, memory, node_chain,
                                 sample_config, weights)
@@ -514,8 +512,8 @@ def measure_kernels(device: Device, configs: list[tuple[str, dict]], cache: Expo
         if kind == "reorder":
             files[str(i)] = _reorder_file(Reorder(**f), cache)
         else:
-            files[str(i)] = cache.export(*(node_chain(f["nodes"]) if kind == "chain" else build_kernel(kind, f)),
-                                         device.format)
+            files[str(i)] = (cache.export(*node_chain(f["nodes"]), device.format) if kind == "chain"
+                             else export_kernel(kind, f, cache, device.format))
         if progress:
             progress(i + 1, 2 * len(configs))
     # kernels are opened as table layers are (without the layout changes at a lone kernel's boundary: a
@@ -568,12 +566,8 @@ def _reorder_file(r: Reorder, cache: ExportCache) -> Path:
     """A lone layout change as an ONNX file, in the export cache (its blocked shape is this machine's)."""
     import onnxruntime
 
-    target = cache.path("onnx", f"reorder-{r.c}-{r.hw}-{r.out}-ort{onnxruntime.__version__}")
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            os.replace(reorder_graph(r, Path(tmp) / target.name), target)
-    return target
+    return cache.produce("onnx", f"reorder-{r.c}-{r.hw}-{r.out}-ort{onnxruntime.__version__}",
+                         lambda path: reorder_graph(r, path))
 
 
 def blocks_layout(device: Device, cache: ExportCache) -> bool:

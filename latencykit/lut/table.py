@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from latencykit.errors import TableError
 from latencykit.files import atomic_write
 from latencykit.paths import table_path
 from latencykit.layers import LayerSpec
+
+if TYPE_CHECKING:  # for an annotation only
+    from latencykit.arch import Arch
 
 FORMAT_VERSION = 1
 META_KEY = b"latencykit"

@@ -105,7 +105,6 @@ def _candidates(design: np.ndarray, y: np.ndarray, refs: list[Reference], n_coun
                 has_table: bool) -> dict:
     """Candidate name -> a function (rows of design, their ms) -> coefficients on the design."""
     d = design.shape[1]
-    counts = slice(1, 1 + n_counts)
     out = {}
 
     def embed(parts: dict[int, float], counts_coef: np.ndarray | None = None) -> np.ndarray:
