@@ -20,7 +20,7 @@ import numpy as np
 from latencykit.arch import Arch
 from latencykit.devices import Device, get_device
 from latencykit.errors import ArchitectureError, TableError
-from latencykit.lut.kernels import NETWORKS, KernelPredictor, ModelPrediction, predict_model as _predict_model
+from latencykit.lut.kernels import KernelPredictor, ModelPrediction, predict_model as _predict_model
 from latencykit.lut.kernels import profile_kernels as _profile_kernels
 from latencykit.lut.models import ModelMeasurement, measure_model as _measure_model
 from latencykit.lut.measurements import MeasurementError, MeasurementSet, load_set, measured_set, table_for
@@ -183,10 +183,10 @@ def measure_model(model: str, devices: list[Device], input_shape: tuple[int, ...
 
 
 def profile_kernels(device: Device, samples: int = 30, rounds: int = 5, seed: int = 0, path: Path | None = None,
-                    progress: Progress | None = None, networks: int = NETWORKS) -> tuple[KernelPredictor, Path]:
+                    progress: Progress | None = None, networks: int | None = None) -> tuple[KernelPredictor, Path]:
     """Measure sampled configurations of every kernel type on `device` (adaptively: half where the first
-    fit is least sure) and `networks` random networks whole (how kernels compose), and save the kernel
-    predictor that `predict_model` uses."""
+    fit is least sure) and `networks` random networks whole (how kernels compose; by default 160 on ONNX
+    devices, 40 where networks are converted), and save the kernel predictor that `predict_model` uses."""
     return _profile_kernels(device, samples, rounds, seed, path=path, progress=progress, networks=networks)
 
 

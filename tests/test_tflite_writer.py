@@ -99,3 +99,11 @@ def test_kernel_files_are_written_once_and_others_converted(tmp_path: Path) -> N
     assert not list(first.parent.glob("tmp*"))  # written beside its place, then moved: nothing left over
     onnx = export_kernel("dwconv", f, cache, "onnx")
     assert onnx.suffix == ".onnx" and onnx.exists()
+
+
+def test_devices_whose_networks_are_conversions_measure_fewer_random_networks() -> None:
+    from latencykit.devices import get_device
+    from latencykit.lut.kernels import NETWORKS_CONVERTED, default_networks
+
+    assert default_networks(get_device("host")) == 160  # ONNX: TorchScript export, a fraction of a second each
+    assert default_networks(get_device("host-litert")) == NETWORKS_CONVERTED < 160  # a conversion: seconds each

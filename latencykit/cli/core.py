@@ -104,9 +104,10 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
             kernel_samples: int = typer.Option(30, "--kernel-samples", min=2, max=10_000,
                                                help="With --kernels: samples per kernel type (the costly, varied "
                                                     "types more: x20 conv, x8 depthwise, grouped conv and linear)."),
-            kernel_networks: int = typer.Option(160, "--kernel-networks", min=0, max=10_000,
-                                                help="With --kernels: random networks measured whole to fit how "
-                                                     "kernels compose inside a network (0: none)."),
+            kernel_networks: Optional[int] = typer.Option(
+                None, "--kernel-networks", min=0, max=10_000,
+                help="With --kernels: random networks measured whole to fit how kernels compose inside a network "
+                     "(0: none; default 160 on ONNX devices, 40 where each network is a conversion: TFLite, Core ML)."),
             as_json: bool = JsonOption) -> None:
     """Measure every distinct layer of a space on a device and write its lookup table (resumable); with
     --kernels, sample every kernel type instead and fit the kernel predictor."""
@@ -133,7 +134,8 @@ def profile(device: str = DeviceOption, space: Optional[str] = OptionalSpaceOpti
          + f"\ntable: {s['path']}")
 
 
-def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], networks: int, as_json: bool) -> None:
+def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], networks: Optional[int],
+                     as_json: bool) -> None:
     from latencykit.api import profile_kernels
 
     with progress_bar(not as_json) as task:

@@ -42,8 +42,17 @@ VERSION = 1
 CHAIN = 8
 """Nodes of the chain whose latency, against one node's, gives the runtime's cost per node (node_ms);
 one node's latency less that is its fixed cost per inference (overhead_ms), counted once per model."""
-NETWORKS = 160
-"""Random networks a kernel profile measures whole (about 2 minutes on 2 cores) to fit `Composition`."""
+NETWORKS = {"onnx": 160}
+"""Random networks a kernel profile measures whole by default to fit `Composition`, by device format: 160 ONNX
+files export and measure in about 2 minutes on 2 cores; a TFLite (or Core ML) network is a conversion of seconds
+here, so those devices take NETWORKS_CONVERTED (a host-litert profile asked for 160 had converted about 120
+after 15 minutes)."""
+NETWORKS_CONVERTED = 40
+
+
+def default_networks(device: Device) -> int:
+    """How many random networks `profile_kernels` measures on `device` unless told."""
+    return NETWORKS.get(device.format, NETWORKS_CONVERTED)
 
 
 class KernelError(LatencykitError):
@@ -588,12 +597,13 @@ def _rescaled(ms: float, overhead_ms: float, reference_ms: float, to_overhead_ms
 def profile_kernels(device: Device, samples: int = 40, rounds: int = 5, seed: int = 0,
                     kinds: tuple[str, ...] = tuple(FEATURES), path: Path | None = None,
                     cache: ExportCache | None = None, progress: Progress | None = None,
-                    networks: int = NETWORKS) -> tuple[KernelPredictor, Path]:
+                    networks: int | None = None) -> tuple[KernelPredictor, Path]:
     """Sample and measure `samples` configurations of every kernel type (times its SHARE) on `device` (half at
     random, half where the first fit is least sure), measure `networks` random networks whole (for the
-    composition), fit the predictor, and save it (JSON: the measurements). Reorders are sampled only where
-    the device's runtime changes layout around a convolution."""
+    composition; `default_networks` unless given), fit the predictor, and save it (JSON: the measurements).
+    Reorders are sampled only where the device's runtime changes layout around a convolution."""
     require(device)
+    networks = default_networks(device) if networks is None else networks
     cache = cache or default_cache()
     protocol = Protocol(rounds=rounds, extra_rounds=2, seed=seed)
     rng = np.random.default_rng(seed)
