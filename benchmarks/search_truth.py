@@ -16,7 +16,8 @@
 Usage: LATENCYKIT_HOME=<home with a host table of the space> python benchmarks/search_truth.py
        [--space tests/data/small.json] [--seeds 10] [--subnets 120] [--quantiles 0.25 0.6]
 Writes benchmarks/results/search_truth.md (or --out). Spaces judged so far: tests/data/small.json (hybrid;
-search_truth.md) and benchmarks/spaces/cnn.json (convolutions only; search_truth_cnn.md).
+search_truth.md) and benchmarks/spaces/cnn.json (convolutions only; search_truth_cnn.md, and with populations
+scaled to the budget, search_truth_cnn_scaled.md).
 """
 
 from __future__ import annotations
@@ -115,21 +116,33 @@ def paired(x: np.ndarray, y: np.ndarray) -> str:
 
 
 def methods(variants: list[str]) -> dict[str, dict]:
-    """Name -> SearchConfig fields of each compared search."""
+    """Name -> SearchConfig fields of each compared search (`scaled`: population by budget, `scaled_population`)."""
     out = {}
     for v in variants:
-        if v.startswith("coarse-to-fine"):  # coarse-to-fine[:RANK[:mutation=P][:pool=SHARE]]
+        if v.startswith("coarse-to-fine"):  # coarse-to-fine[:RANK[:mutation=P][:pool=SHARE][:scaled]]
             parts = v.split(":")
             rank = parts[1] if len(parts) > 1 else "fullness"
             fields = {"method": "coarse-to-fine", "skeleton_rank": rank}
             for extra in parts[2:]:
+                if extra == "scaled":
+                    fields["scaled"] = True
+                    continue
                 key, value = extra.split("=")
                 fields.update({"p_depth": float(value), "p_layer": float(value)} if key == "mutation"
                               else {"skeleton_pool": float(value)})
             out[f"coarse-to-fine ({', '.join([rank, *parts[2:]])})"] = fields
+        elif v == "evolution:scaled":
+            out["evolution (scaled)"] = {"method": "evolution", "scaled": True}
         else:
             out[v] = {"method": v}
     return out
+
+
+def scaled_population(evaluations: int) -> tuple[int, int]:
+    """Population and parents for a search of `evaluations`: 1.75 x sqrt (12, 18 and 25 at 50, 100 and 200), so a
+    small budget still runs generations (at 50, a population of 25 is one random draw and one generation)."""
+    population = max(4, round(1.75 * evaluations ** 0.5))
+    return population, max(2, round(0.4 * population))
 
 
 def proxy_section(args, sp, oracle: Scorer, lines: list[str]) -> None:
@@ -168,7 +181,10 @@ def run_space(args, space_name: str, lines: list[str]) -> None:
     lines += [f"## {sp.name} ({sp.size():.3g} architectures)", "",
               f"Supernet: {folder / 'checkpoint.pt'} ({args.epochs} epochs, digits, sandwich); oracle at "
               f"{oracle_signal.side}x{oracle_signal.side}. Latency: host table, isolated predictor. Search: population 25, 10 "
-              f"parents, {args.seeds} seeds, {max(EVALS)} oracle evaluations per search.", ""]
+              f"parents, {args.seeds} seeds, {max(EVALS)} oracle evaluations per search"
+              + ("; *scaled*: one search per budget, population and parents "
+                 + ", ".join(f"{scaled_population(n)[0]} and {scaled_population(n)[1]} at {n}" for n in EVALS)
+                 if any(f.get("scaled") for f in compared.values()) else "") + ".", ""]
 
     if args.subnets:
         proxy_section(args, sp, oracle, lines)
@@ -176,10 +192,21 @@ def run_space(args, space_name: str, lines: list[str]) -> None:
         budget = Budget(latency_ms=float(np.quantile(lat, q)))
         best = {m: np.zeros((args.seeds, len(EVALS))) for m in compared}
         done = {m: args.seeds for m in compared}
-        for m, fields in compared.items():
+        for m, all_fields in compared.items():
+            fields = {k: v for k, v in all_fields.items() if k != "scaled"}
             for seed in range(args.seeds):
-                cfg = SearchConfig(population=25, parents=10, evaluations=max(EVALS), seed=seed, **fields)
                 try:
+                    if all_fields.get("scaled"):  # one search per budget: its population depends on it
+                        for j, n in enumerate(EVALS):
+                            population, parents = scaled_population(n)
+                            cfg = SearchConfig(population=population, parents=parents, evaluations=n, seed=seed,
+                                               **fields)
+                            r = search(sp, oracle, budget, pred.predict_genes, cfg, "host", "oracle", "accuracy")
+                            scores = np.array([c.score for c in r.evaluated])
+                            best[m][seed][j] = scores.max() if len(scores) else np.nan
+                        print(f"  {m} seed {seed}: {best[m][seed]}", flush=True)
+                        continue
+                    cfg = SearchConfig(population=25, parents=10, evaluations=max(EVALS), seed=seed, **fields)
                     r = search(sp, oracle, budget, pred.predict_genes, cfg, "host", "oracle", "accuracy")
                 except Uncached:
                     done[m] = seed
@@ -228,7 +255,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--methods", nargs="+", default=["coarse-to-fine:fullness", "evolution", "random"],
-                    help="coarse-to-fine:RANK (fullness, params, flops), evolution, random.")
+                    help="coarse-to-fine:RANK[:scaled] (fullness, params, flops), evolution, evolution:scaled, random.")
     ap.add_argument("--cached-only", action="store_true", help="Report from the oracle's score cache only.")
     ap.add_argument("--runs", default=str(ROOT / "runs" / "search_truth"))
     ap.add_argument("--out", default=str(RESULTS / "search_truth.md"))
