@@ -17,7 +17,7 @@ Usage: LATENCYKIT_HOME=<home with a host table of the space> python benchmarks/s
        [--space tests/data/small.json] [--seeds 10] [--subnets 120] [--quantiles 0.25 0.6]
 Writes benchmarks/results/search_truth.md (or --out). Spaces judged so far: tests/data/small.json (hybrid;
 search_truth.md) and benchmarks/spaces/cnn.json (convolutions only; search_truth_cnn.md, and with populations
-scaled to the budget, search_truth_cnn_scaled.md).
+scaled to the budget, search_truth_cnn_scaled.md; the hybrid space so, search_truth_scaled.md).
 """
 
 from __future__ import annotations
@@ -195,26 +195,23 @@ def run_space(args, space_name: str, lines: list[str]) -> None:
         for m, all_fields in compared.items():
             fields = {k: v for k, v in all_fields.items() if k != "scaled"}
             for seed in range(args.seeds):
+                # (population, parents, evaluations) of each search and the counts read from it: scaled, one search
+                # per count; else one search of the largest count, read at each prefix
+                runs = ([(*scaled_population(n), n, (n,)) for n in EVALS] if all_fields.get("scaled")
+                        else [(25, 10, max(EVALS), EVALS)])
                 try:
-                    if all_fields.get("scaled"):  # one search per budget: its population depends on it
-                        for j, n in enumerate(EVALS):
-                            population, parents = scaled_population(n)
-                            cfg = SearchConfig(population=population, parents=parents, evaluations=n, seed=seed,
-                                               **fields)
-                            r = search(sp, oracle, budget, pred.predict_genes, cfg, "host", "oracle", "accuracy")
-                            scores = np.array([c.score for c in r.evaluated])
-                            best[m][seed][j] = scores.max() if len(scores) else np.nan
-                        print(f"  {m} seed {seed}: {best[m][seed]}", flush=True)
-                        continue
-                    cfg = SearchConfig(population=25, parents=10, evaluations=max(EVALS), seed=seed, **fields)
-                    r = search(sp, oracle, budget, pred.predict_genes, cfg, "host", "oracle", "accuracy")
+                    for population, parents, evaluations, counts in runs:
+                        cfg = SearchConfig(population=population, parents=parents, evaluations=evaluations, seed=seed,
+                                           **fields)
+                        r = search(sp, oracle, budget, pred.predict_genes, cfg, "host", "oracle", "accuracy")
+                        scores = np.array([c.score for c in r.evaluated])
+                        for n in counts:
+                            best[m][seed][EVALS.index(n)] = scores[:n].max() if len(scores) else np.nan
                 except Uncached:
                     done[m] = seed
                     break
-                scores = np.array([c.score for c in r.evaluated])
-                best[m][seed] = [scores[:n].max() if len(scores) else np.nan for n in EVALS]
                 print(f"  {m} seed {seed}: {best[m][seed]}", flush=True)
-                if seed == 0 and q == args.quantiles[0]:  # stopping at 50 gives the 200-run's prefix
+                if seed == 0 and q == args.quantiles[0] and len(runs) == 1:  # stopping at 50 gives the prefix
                     short = search(sp, oracle, budget, pred.predict_genes,
                                    SearchConfig(population=25, parents=10, evaluations=EVALS[0], seed=0, **fields))
                     assert [c.arch for c in short.evaluated] == [c.arch for c in r.evaluated[:EVALS[0]]], m
