@@ -41,13 +41,15 @@ def test_a_negative_or_nan_eviction_is_refused(mib):
 
 
 def test_host_records_its_eviction_and_a_layer_pays_for_weights_pushed_out_of_cache(tmp_path):
-    """A 4 MiB weight stays in the last level cache run back to back; the default eviction pushes part of it out.
+    """A weight twice the eviction's size stays in the last level cache run back to back; the default eviction
+    pushes part of it out.
 
-    On this machine's 8 MiB L3 the default writes 2 MiB and the run slows 1.3-1.4x (a 576 KiB weight, the size
-    used before, slowed only 1.11-1.15x: too close to the bound under load).
+    With an 8 MiB L3 the default writes 2 MiB and a 4 MiB weight slows 1.3-1.4x; with a 32 MiB L3 it writes
+    8 MiB and a 16 MiB weight slows 1.4x (a weight of the eviction's size, 1.12x; half of it, 1.03x: too close).
     """
+    side = int((2 * default_evict_mib() * 2**20 / 4) ** 0.5)
     path = tmp_path / "linear.onnx"
-    export_onnx(torch.nn.Linear(1024, 1024), (torch.zeros(1, 1024),), path)
+    export_onnx(torch.nn.Linear(side, side), (torch.zeros(1, side),), path)
     warm, evicting = get_device("host", evict_mib=0), get_device("host")
     assert warm.describe()["evict_mib"] == 0.0 and evicting.describe()["evict_mib"] == default_evict_mib() > 0
     handle = warm.open(path)
