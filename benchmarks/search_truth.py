@@ -253,7 +253,7 @@ def main() -> None:
     ap.add_argument("--subnets", type=int, default=120)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--val-fraction", type=float, default=0.2,
+    ap.add_argument("--val-fraction", type=float, default=0.2, choices=[0.2, 0.3, 0.4, 0.5], metavar="{0.2..0.5}",
                     help="Digits held out for the oracle (0.2: 360 images; 0.5: 899, finer steps, less to train on).")
     ap.add_argument("--methods", nargs="+", default=["coarse-to-fine:fullness", "evolution", "random"],
                     help="coarse-to-fine:RANK[:scaled] (fullness, params, flops), evolution, evolution:scaled, random.")
