@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import onnx
@@ -216,6 +217,19 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
     with pytest.raises(KernelError, match="cannot be rescaled"):
         kmod.predict_model(model, "host", predictor=unrecorded, rescale=True)
 
+    # the predictor says how close it came to networks it was not fitted on (two networks: too few to hold out)
+    assert pred["held_out"] is None
+    ten_times = KernelPredictor("host", loaded.samples, loaded.overhead_ms, loaded.node_ms, loaded.info,
+                                loaded.networks * 10)
+    ten_times.save(kernel_path("host"))
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(model), "-d", "host"])
+    out = capsys.readouterr().out
+    held = ten_times.held_out()
+    assert info.value.code == 0 and held["networks"] == 20
+    assert f"held out, 20 random networks: {held['within_10_pct']:.0f}% within ±10%" in out
+    assert all(len(line) <= 100 for line in out.splitlines())
+
     # an unknown operator is named, with the measured fallback
     with pytest.raises(SystemExit) as info:
         main(["predict", str(unknown_op_model(tmp_path)), "-d", "host"])
@@ -351,6 +365,11 @@ def test_the_composition_learns_from_networks_how_kernels_add_up_inside_one() ->
     assert composed.composition.networks == 40
     new = network()
     assert composed.predict(new) == pytest.approx(truth(new), rel=0.03)
+    assert composed.held_out()["networks"] == 40 and composed.held_out()["within_10_pct"] >= 90
+    # networks 25% off their kernels' composition one way or the other: the held-out error shows it
+    noisy = tuple(replace(n, ms=n.ms * (1.25 if n.seed % 2 else 0.75)) for n in measured)
+    held = KernelPredictor("host", {"conv": samples}, 0.01, 0.001, networks=noisy).held_out()
+    assert held["within_10_pct"] < 20 and plain.held_out() is None
     assert plain.predict(new) == pytest.approx(float(plain.predict_kernels(new).sum()) + 0.01, rel=1e-12)
     assert plain.predict(new) < 0.8 * truth(new)
 

@@ -243,6 +243,10 @@ def _predict_onnx(model: Path, device: str, breakdown: bool, rescale: bool, as_j
     def render(d: dict):
         head = f"{d['latency_ms']:.3f} ms predicted on {d['device']} from its kernels" + (
             f", rescaled x{d['scale']:.3f} to its reference block measured now" if rescale else "")
+        if d["held_out"]:
+            h = d["held_out"]
+            head += (f"\nheld out, {h['networks']} random networks: {h['within_10_pct']:.0f}% within ±10%, "
+                     f"{h['within_5_pct']:.0f}% ±5%; real models do worse (docs/models.md)")
         if not breakdown:
             return head
         rows = sorted(d["kernels"], key=lambda r: -r["ms"])

@@ -332,6 +332,24 @@ class Composition:
                 "networks": self.networks}
 
 
+HELD_OUT_FOLDS = 10
+
+
+def _held_out_errors(rows: np.ndarray, fixed_ms: np.ndarray, ms: np.ndarray) -> np.ndarray:
+    """Each network's relative error (%) predicted by a composition fitted on the other folds (network i in
+    fold i mod HELD_OUT_FOLDS). The kernel regressors never see the networks, so this is the whole predictor
+    on networks it was not fitted on; empty with too few networks to hold any out."""
+    if len(ms) < 2 * HELD_OUT_FOLDS:
+        return np.empty(0)
+    fold = np.arange(len(ms)) % HELD_OUT_FOLDS
+    out = np.empty(len(ms))
+    for f in range(HELD_OUT_FOLDS):
+        test = fold == f
+        c = Composition.fit(list(rows[~test]), fixed_ms[~test], ms[~test]).coefficients
+        out[test] = 100 * ((rows[test] @ c + fixed_ms[test]) / ms[test] - 1)
+    return out
+
+
 @dataclass(frozen=True)
 class Network:
     """A random network measured whole in a kernel profile: its kernels (kind, configuration) and latency."""
@@ -356,10 +374,11 @@ class KernelPredictor:
         self.device, self.samples, self.overhead_ms, self.info = device, samples, overhead_ms, info or {}
         self.node_ms, self.networks = node_ms, tuple(networks)
         self.models = {k: self._fit(k, v) for k, v in samples.items() if v}
-        self.composition = self._compose()
+        self.composition, self.held_out_errors = self._compose()
 
-    def _compose(self) -> Composition:
-        """The composition fitted on the profile's random networks (those whose kernel types all have samples)."""
+    def _compose(self) -> tuple[Composition, np.ndarray]:
+        """The composition fitted on the profile's random networks (those whose kernel types all have samples),
+        and each network's error (%) from a composition fitted without its fold (`held_out_errors`)."""
         nets = [n for n in self.networks if n.kernels and all(kind in self.models for kind, _ in n.kernels)]
         kernels = [Kernel(kind, config, (), ()) for n in nets for kind, config in n.kernels]
         alone = self.predict_kernels(kernels, composed=False) if kernels else np.empty(0)  # one call: trees are slow
@@ -367,7 +386,18 @@ class KernelPredictor:
         ends = np.cumsum([len(n.kernels) for n in nets])
         rows = [each[end - len(n.kernels):end].sum(axis=0) for n, end in zip(nets, ends)]
         fixed = np.array([self.overhead_ms + n.free_nodes * self.node_ms for n in nets])
-        return Composition.fit(rows, fixed, np.array([n.ms for n in nets]))
+        ms = np.array([n.ms for n in nets])
+        return Composition.fit(rows, fixed, ms), _held_out_errors(np.array(rows), fixed, ms)
+
+    def held_out(self) -> dict | None:
+        """How close the predictor comes to random networks it was not fitted on: the share within ±5% and
+        ±10%, and the median error, over its profile's networks (None with fewer than HELD_OUT_FOLDS x 2).
+        Real models score lower (the zoo, docs/models.md): this is a floor on the error, not a guarantee."""
+        e = self.held_out_errors
+        if not len(e):
+            return None
+        return {"networks": len(e), "within_5_pct": float(np.mean(np.abs(e) <= 5) * 100),
+                "within_10_pct": float(np.mean(np.abs(e) <= 10) * 100), "median_error_pct": float(np.median(e))}
 
     @staticmethod
     def _fit(kind: str, rows: list[tuple[dict, float]]):
@@ -655,6 +685,7 @@ class ModelPrediction:
     free_nodes_ms: float  # dispatching the nodes that move no data (Reshape, ...)
     kernels: list[dict]
     scale: float = 1.0  # 1: on the profile's scale; else the reference block measured now over its time then
+    held_out: dict | None = None  # KernelPredictor.held_out: its error on random networks it was not fitted on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -700,4 +731,5 @@ def predict_model(path: Path, device: str, predictor_path: Path | None = None,
     rows = [{"kernel": k.kind, "config": k.features, "ops": "+".join(k.ops), "ms": float(t)}
             for k, t in zip(found.kernels, ms)]
     free, overhead = found.free_nodes * model.node_ms * scale, model.overhead_ms * scale
-    return ModelPrediction(str(path), device, float(ms.sum() + free + overhead), overhead, free, rows, scale)
+    return ModelPrediction(str(path), device, float(ms.sum() + free + overhead), overhead, free, rows, scale,
+                           model.held_out())
