@@ -169,6 +169,7 @@ def test_profile_predict_and_store_safely(tmp_path, capsys, monkeypatch) -> None
     assert info.value.code == 0, out.err
     data = json.loads(out.out)
     assert data["composition"]["networks"] == 2  # two random networks measured whole, their kernels stored
+    assert data["held_out"] is None  # too few to hold any out
     blocked = blocks_layout(get_device("host"), default_cache())  # ONNX Runtime on x86: reorders sampled too
     assert set(data["samples"]) == (set(FEATURES) if blocked else set(FEATURES) - {"reorder"})
     assert data["samples"]["conv"] == 4 and data["samples"]["gconv"] == 2

@@ -143,10 +143,14 @@ def _profile_kernels(dev, samples: int, rounds: int, out: Optional[Path], networ
                                       networks=networks)
     data = {"device": dev.name, "path": str(path), "seconds": model.info["seconds"],
             "overhead_ms": model.overhead_ms, "node_ms": model.node_ms,
-            "samples": {k: len(v) for k, v in model.samples.items()}, "composition": model.composition.to_dict()}
+            "samples": {k: len(v) for k, v in model.samples.items()}, "composition": model.composition.to_dict(),
+            "held_out": model.held_out()}
+    held = data["held_out"]
     emit(data, as_json, lambda d: f"measured {sum(d['samples'].values())} kernel samples and "
          f"{d['composition']['networks']} random networks on {d['device']} in {d['seconds']:.0f} s ("
-         + ", ".join(f"{k} {n}" for k, n in d["samples"].items()) + f")\nkernel predictor: {d['path']}")
+         + ", ".join(f"{k} {n}" for k, n in d["samples"].items()) + f")\nkernel predictor: {d['path']}"
+         + (f"\nrandom networks held out in turn: {held['within_10_pct']:.0f}% within ±10%, "
+            f"{held['within_5_pct']:.0f}% within ±5%" if held else ""))
 
 
 @app.command()

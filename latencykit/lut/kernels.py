@@ -392,7 +392,7 @@ class KernelPredictor:
     def held_out(self) -> dict | None:
         """How close the predictor comes to random networks it was not fitted on: the share within ±5% and
         ±10%, and the median error, over its profile's networks (None with fewer than HELD_OUT_FOLDS x 2).
-        Real models score lower (the zoo, docs/models.md): this is a floor on the error, not a guarantee."""
+        Real models score lower (the zoo, docs/models.md): read it as a best case."""
         e = self.held_out_errors
         if not len(e):
             return None
