@@ -165,6 +165,18 @@ def run_sessions(script: Path, common: list[str], sessions: int, pinned: set[int
     return out
 
 
+def one_per_process(script: str, argv: list[str], processes: int) -> list[dict]:
+    """Run `script ARGV --one JSON` in `processes` separate processes, one after another (a process's own
+    drift, allocation and code layout are part of what a reading varies with); the JSON each one wrote."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(processes):
+            path = Path(tmp) / f"{i}.json"
+            subprocess.run([sys.executable, script, *argv, "--one", str(path)], check=True, env=os.environ.copy())
+            out.append(json.loads(path.read_text()))
+    return out
+
+
 def machine_line(device_name: str) -> str:
     from latencykit.devices import get_device
     from latencykit.devices.host import cpu_name
@@ -198,7 +210,7 @@ def main() -> None:
     start = time.perf_counter()
     if args.rescore:  # the saved sessions of an earlier run, scored again
         sessions = [json.loads(Path(f).read_text()) for f in args.rescore]
-        took = f"sessions measured in an earlier run, re-scored from their saved data with `--rescore`"
+        took = "sessions measured in an earlier run, re-scored from their saved data with `--rescore`"
     else:
         sessions = run_sessions(Path(__file__).resolve(), common, args.sessions, {args.sessions - 1})
         took = f"{time.perf_counter() - start:.0f} s"

@@ -23,13 +23,15 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bias import one_per_process  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "node_gap.md"
@@ -167,13 +169,8 @@ def main() -> None:
     from latencykit.devices.clock import last_level_cache_mib
     from latencykit.devices.host import cpu_name
 
-    start, passes = time.perf_counter(), []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.processes):
-            path = Path(tmp) / f"{i}.json"
-            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(path)], check=True,
-                           env=os.environ.copy())
-            passes.append(json.loads(path.read_text()))
+    start = time.perf_counter()
+    passes = one_per_process(__file__, sys.argv[1:], args.processes)
     command = " ".join(["PYTHONPATH=$PWD python benchmarks/node_gap.py", *sys.argv[1:]])
     lines = ["# Node times inside a network against the network measured whole (host)", "",
              "Each model is profiled with ONNX Runtime's profiler (median per optimized node over back-to-back runs) "

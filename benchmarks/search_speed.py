@@ -61,7 +61,7 @@ def main() -> None:
         (RESULTS / args.out).write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return
-    pred, rate = preds[devices[0]], rates[devices[0]]
+    pred = preds[devices[0]]
     budget = Budget(latency_ms=float(np.quantile(lat, 0.5)), params=float(np.quantile(sp.evaluate(sp.params_values, genes), 0.7)))
 
     proxy = NTKProxy(sp, "vintk", NTKConfig(threads=args.threads))

@@ -168,7 +168,7 @@ def write(rows: list, chosen: dict, ks: list, args, seconds: float) -> None:
                   f"- k=10, rho within 0.02 of the ceiling: {sum(r[10]['rho'] >= r['ceiling']['rho'] - 0.02 for r in rows)}"
                   f"/{len(rows)} devices (misses: "
                   + (", ".join(r["device"] for r in rows if r[10]["rho"] < r["ceiling"]["rho"] - 0.02) or "none") + ")",
-                  f"- k=10, phones above HELP's 0.802 / 0.890: "
+                  "- k=10, phones above HELP's 0.802 / 0.890: "
                   + ", ".join(f"{r['device']} {r[10]['rho']:.3f}" for r in phones)]
         if 20 in ks:
             lines.append(f"- k=20, ±10% share ≥ 90% of the ceiling's: "

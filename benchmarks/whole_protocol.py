@@ -20,13 +20,15 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bias import one_per_process  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "whole_protocol.md"
 
@@ -73,13 +75,7 @@ def main() -> None:
     from latencykit.devices.host import cpu_name
 
     start = time.perf_counter()
-    passes = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.processes):
-            path = Path(tmp) / f"{i}.json"
-            subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", str(path)], check=True,
-                           env=os.environ.copy())
-            passes.append(json.loads(path.read_text()))
+    passes = one_per_process(__file__, sys.argv[1:], args.processes)
     lines = ["# Whole-network latency: one run beside the reference, or back to back (host)", "",
              "One run per reading right after the reference block (the tables' whole-network protocol) against "
              "bursts of back-to-back runs (a user's own timing loop; how table layers and kernels are timed), "
