@@ -36,16 +36,21 @@ from bias import one_per_process  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "node_gap.md"
 FIT, HELD = range(30), range(5000, 5030)
-KINDS = {"Conv": ("conv", "dwconv", "gconv"), "FusedConv": ("conv", "dwconv", "gconv"), "Gemm": ("linear",),
-         "MatMul": ("matmul", "linear"), "FusedMatMul": ("matmul", "linear"), "Gelu": ("act",),
-         "QuickGelu": ("act",), "Sigmoid": ("act",), "HardSigmoid": ("act",), "Relu": ("act",), "Clip": ("act",),
-         "HardSwish": ("act",), "Tanh": ("act",), "Erf": ("act",), "Div": ("act",), "Mul": ("mul", "act"),
-         "Add": ("add",), "Sum": ("add",), "GlobalAveragePool": ("gpool",), "MaxPool": ("pool",),
-         "AveragePool": ("pool",), "Softmax": ("softmax",), "LayerNormalization": ("layernorm",),
-         "Transpose": ("transpose",), "Concat": ("concat",), "Split": ("slice",), "Slice": ("slice",),
-         "ReorderInput": ("reorder",), "ReorderOutput": ("reorder",)}
 MODELS = {"intercept": (0,), "intercept + nodes": (0, 1), "intercept + weights": (0, 2),
           "intercept + nodes + weights": (0, 1, 2)}
+
+
+def op_kinds() -> dict[str, tuple[str, ...]]:
+    """The kernel kinds each op of ONNX Runtime's optimized graph may run: the detection rules' op table (a Conv
+    may be any convolution, a MatMul a linear layer or an attention product, a Mul or Div part of an activation)
+    and the ops ONNX Runtime's optimizer makes of them."""
+    from latencykit.lut.kernels import rules
+
+    kinds = {op: (kind,) for op, kind in rules()["ops"].items()}
+    kinds.update(Conv=("conv", "dwconv", "gconv"), MatMul=("matmul", "linear"), Mul=("mul", "act"),
+                 Div=("mul", "act"), Erf=("act",), Gelu=("act",), QuickGelu=("act",), Sum=("add",),
+                 ReorderInput=("reorder",), ReorderOutput=("reorder",))
+    return {**kinds, "FusedConv": kinds["Conv"], "FusedMatMul": kinds["MatMul"]}
 
 
 def node_kernels(path: Path, kernels, options) -> dict[str, int | None]:
@@ -76,12 +81,12 @@ def node_kernels(path: Path, kernels, options) -> dict[str, int | None]:
             original = next((producer[o] for o in n.output if o in producer), None)
         out[n.name] = index.get(original)
     claimed = {(k, n.op_type) for n in nodes if (k := out[n.name]) is not None}
-    last = -1
+    op_kind, last = op_kinds(), -1
     for n in nodes:  # the rest: the next kernel of a compatible kind not yet claimed by a node of this op
         if out[n.name] is not None:
             last = max(last, out[n.name])
             continue
-        kinds = KINDS.get(n.op_type, ())
+        kinds = op_kind.get(n.op_type, ())
         for i in [*range(last + 1, len(kernels)), *range(last + 1)]:
             if (i, n.op_type) not in claimed and kernels[i].kind in kinds:
                 out[n.name], last = i, max(last, i)
@@ -114,9 +119,9 @@ def one_process(args) -> dict:
             continue
         mapped = node_kernels(path, found.kernels, device._options())
         ops = device.profile_ops(path, args.runs)
-        out[name] = {"nodes_ms": sum(o.ms for o in ops), "nodes": len(ops),
-                     "mapped_share": sum(o.ms for o in ops if mapped.get(o.node) is not None)
-                     / max(sum(o.ms for o in ops), 1e-9),
+        total = sum(o.ms for o in ops)
+        out[name] = {"nodes_ms": total, "nodes": len(ops),
+                     "mapped_share": sum(o.ms for o in ops if mapped.get(o.node) is not None) / max(total, 1e-9),
                      "weights_mib": sum(weights(k.kind, k.features) for k in found.kernels) * MIB,
                      "predicted": predictor.predict(list(found.kernels), found.free_nodes)}
     stats = measure_models(device, {k: files[k] for k in out}, export_reference(cache, "onnx"),
